@@ -1,0 +1,1 @@
+"""The deterministic core: pure state machines, no IO, no clocks, no randomness of its own."""

@@ -1,0 +1,86 @@
+"""Errors a client sees, with etcd's exact gRPC status codes and messages.
+
+The Go client maps the message text back to typed errors, so the strings must be
+byte-for-byte etcd's. The core cannot import grpc, so codes are mirrored here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Code(enum.IntEnum):
+    """gRPC status codes (same numbers as grpc.StatusCode)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    """One etcd error: status code plus the exact message text."""
+
+    code: Code
+    message: str
+
+
+class EtcdError(Exception):
+    """Raised by the core; the server turns it into a gRPC status."""
+
+    def __init__(self, kind: ErrorKind) -> None:
+        super().__init__(kind.message)
+        self.kind = kind
+
+    @property
+    def code(self) -> Code:
+        return self.kind.code
+
+    @property
+    def message(self) -> str:
+        return self.kind.message
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EtcdError) and other.kind == self.kind
+
+    def __hash__(self) -> int:
+        return hash(self.kind)
+
+
+def _kind(code: Code, message: str) -> ErrorKind:
+    return ErrorKind(code, message)
+
+
+EMPTY_KEY = _kind(Code.INVALID_ARGUMENT, "etcdserver: key is not provided")
+KEY_NOT_FOUND = _kind(Code.INVALID_ARGUMENT, "etcdserver: key not found")
+VALUE_PROVIDED = _kind(Code.INVALID_ARGUMENT, "etcdserver: value is provided")
+LEASE_PROVIDED = _kind(Code.INVALID_ARGUMENT, "etcdserver: lease is provided")
+TOO_MANY_OPS = _kind(Code.INVALID_ARGUMENT, "etcdserver: too many operations in txn request")
+DUPLICATE_KEY = _kind(Code.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
+INVALID_SORT_OPTION = _kind(Code.INVALID_ARGUMENT, "etcdserver: invalid sort option")
+REQUEST_TOO_LARGE = _kind(Code.INVALID_ARGUMENT, "etcdserver: request is too large")
+COMPACTED = _kind(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+FUTURE_REV = _kind(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+NO_SPACE = _kind(Code.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+LEASE_NOT_FOUND = _kind(Code.NOT_FOUND, "etcdserver: requested lease not found")
+NO_LEADER = _kind(Code.UNAVAILABLE, "etcdserver: no leader")
+LEADER_CHANGED = _kind(Code.UNAVAILABLE, "etcdserver: leader changed")
+REQUEST_TIMEOUT = _kind(Code.UNAVAILABLE, "etcdserver: request timed out")
+STOPPED = _kind(Code.UNAVAILABLE, "etcdserver: server stopped")
+NOT_LEADER = _kind(Code.FAILED_PRECONDITION, "etcdserver: not leader")
+MEMBER_NOT_FOUND = _kind(Code.NOT_FOUND, "etcdserver: member not found")

@@ -1,0 +1,1 @@
+"""Multi-version KV store: revisions, generations, ranges, txns and compaction."""
