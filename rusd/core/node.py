@@ -152,7 +152,9 @@ class Member:
 
     def __init__(self, config: MemberConfig, view: KVReader, replay: list[Entry], now: float) -> None:
         self.config = config
-        self.term = store.get_int(view, META_TERM) + 1
+        # A fresh member bootstraps at term 1 and wins its first election at term 2,
+        # as etcd does; each restart is one more election.
+        self.term = store.get_int(view, META_TERM, 1) + 1
         self.log = SingleMemberLog(self.term, store.get_int(view, META_APPLIED_INDEX), replay)
         self.alarms: tuple[AlarmMember, ...] = alarms.load(view)
         self.compactor = AutoCompactor(config.compaction, now)

@@ -74,6 +74,10 @@ class MemoryBackend:
 
     def write(self, sub: int, kv: KeyValue) -> None:
         main = kv.mod_revision
+        old = self._history.get((kv.key, main))
+        if old is not None:  # the same revision again replaces it, and its change record
+            self._changes.pop((main, old[0]), None)
+            self._size -= _RECORD_OVERHEAD + len(kv.key) + len(old[1].value)
         self._history[(kv.key, main)] = (sub, kv)
         self._changes[(main, sub)] = kv.key
         self._size += _RECORD_OVERHEAD + len(kv.key) + len(kv.value)
@@ -98,7 +102,12 @@ class MemoryLog:
     def append_entries(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
-        keep = entries[0].index - self._offset
+        first = entries[0].index
+        if self._entries and first > self.last_index() + 1:
+            raise ValueError(f"append at {first} leaves a gap after the last entry {self.last_index()}")
+        if any(e.index != first + i for i, e in enumerate(entries)):
+            raise ValueError("appended entries must have contiguous indexes")
+        keep = first - self._offset
         del self._entries[max(keep, 0) :]
         if not self._entries:
             self._offset = entries[0].index

@@ -1,0 +1,35 @@
+"""Hashes of the key space that are equal on every member holding the same history."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from rusd.core.mvcc import store
+from rusd.core.mvcc.backend import KVReader
+
+_HEAD = struct.Struct(">qqqqqI")
+
+
+def hash_kv(view: KVReader, revision: int) -> tuple[int, int, int]:
+    """etcd's HashKV: crc32 over every stored revision up to `revision` (0 = current).
+
+    Returns (hash, compact_revision, hashed_revision); raises the compacted / future
+    errors as etcd does.
+    """
+    current = store.current_revision(view)
+    compacted = store.compact_revision(view)
+    rev = store.check_revision(revision, current, compacted)
+    crc = 0
+    for sub, kv in view.changes(0):
+        if kv.mod_revision > rev:
+            break
+        head = _HEAD.pack(kv.mod_revision, sub, kv.create_revision, kv.version, kv.lease, len(kv.key))
+        crc = zlib.crc32(kv.value, zlib.crc32(kv.key, zlib.crc32(head, crc)))
+    return crc, max(compacted, 0), rev
+
+
+def hash_all(view: KVReader) -> int:
+    """Maintenance.Hash: the whole key space plus the revision bookkeeping."""
+    crc, compacted, rev = hash_kv(view, 0)
+    return zlib.crc32(struct.pack(">qq", compacted, rev), crc)

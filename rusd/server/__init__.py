@@ -1,0 +1,1 @@
+"""The production driver: asyncio + grpc.aio services, LMDB storage, CLI."""

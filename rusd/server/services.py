@@ -1,0 +1,193 @@
+"""gRPC services: translate protobuf to core requests, await the runtime, translate
+back. No decisions are made here beyond etcd's wire-level checks (message size)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from rusd.api.etcdserverpb import rpc_pb2 as pb
+from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from rusd.api.health import health_pb2, health_pb2_grpc
+from rusd.core import errors
+from rusd.core.alarms import AlarmResponse
+from rusd.core.errors import EtcdError
+from rusd.core.mvcc import hashing
+from rusd.core.mvcc import store as mvcc
+from rusd.core.mvcc import types as t
+from rusd.core.node import Result, is_read
+from rusd.server import convert
+from rusd.server.runtime import Runtime
+
+# The etcd API version this server speaks (what Status.version reports).
+ETCD_API_VERSION = "3.4.0"
+# What etcd's InternalRaftRequest adds around a request: a header with a 64-bit id
+# plus the field tags and lengths.
+_RAFT_ENVELOPE_BYTES = 16
+
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
+
+R = TypeVar("R")
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: EtcdError) -> NoReturn:
+    await context.abort(_STATUS[int(err.code)], err.message)
+    raise AssertionError("unreachable")
+
+
+class _Base:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def header(self, revision: int) -> pb.ResponseHeader:
+        member = self.rt.member
+        return pb.ResponseHeader(
+            cluster_id=self.rt.config.cluster_id,
+            member_id=member.member_id,
+            revision=revision,
+            raft_term=member.term,
+        )
+
+    async def answer(
+        self,
+        result: Result,
+        expected: type[R],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> R:
+        if isinstance(result, EtcdError):
+            await _abort(context, result)
+        assert isinstance(result, expected)
+        return result
+
+    async def check_size(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """etcd refuses a proposal whose encoded size passes --max-request-bytes."""
+        if request.ByteSize() + _RAFT_ENVELOPE_BYTES > self.rt.max_request_bytes:
+            await _abort(context, EtcdError(errors.REQUEST_TOO_LARGE))
+
+
+class KVService(_Base, pb_grpc.KVServicer):
+    async def Range(self, request: pb.RangeRequest, context: Any) -> pb.RangeResponse:
+        result = await self.rt.read(convert.range_request(request))
+        r = await self.answer(result, t.RangeResponse, context)
+        return convert.range_response(r, self.header(r.revision))
+
+    async def Put(self, request: pb.PutRequest, context: Any) -> pb.PutResponse:
+        await self.check_size(request, context)
+        result = await self.rt.write(convert.put_request(request))
+        r = await self.answer(result, t.PutResponse, context)
+        return convert.put_response(r, self.header(r.revision))
+
+    async def DeleteRange(self, request: pb.DeleteRangeRequest, context: Any) -> pb.DeleteRangeResponse:
+        await self.check_size(request, context)
+        result = await self.rt.write(convert.delete_request(request))
+        r = await self.answer(result, t.DeleteRangeResponse, context)
+        return convert.delete_response(r, self.header(r.revision))
+
+    async def Txn(self, request: pb.TxnRequest, context: Any) -> pb.TxnResponse:
+        req = convert.txn_request(request)
+        if is_read(req):
+            result = await self.rt.read(req)
+        else:
+            await self.check_size(request, context)
+            result = await self.rt.write(req)
+        r = await self.answer(result, t.TxnResponse, context)
+        return convert.txn_response(r, self.header(r.revision))
+
+    async def Compact(self, request: pb.CompactionRequest, context: Any) -> pb.CompactionResponse:
+        result = await self.rt.write(convert.compaction_request(request))
+        r = await self.answer(result, t.CompactionResponse, context)
+        return pb.CompactionResponse(header=self.header(r.revision))
+
+
+class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
+    async def Alarm(self, request: pb.AlarmRequest, context: Any) -> pb.AlarmResponse:
+        result = await self.rt.write(convert.alarm_request(request))
+        r = await self.answer(result, AlarmResponse, context)
+        return convert.alarm_response(r, self.header(r.revision))
+
+    async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
+        view = await self.rt.snapshot()
+        member = self.rt.member
+        return pb.StatusResponse(
+            header=self.header(mvcc.current_revision(view)),
+            version=ETCD_API_VERSION,
+            dbSize=view.size(),
+            dbSizeInUse=view.size_in_use(),
+            leader=member.member_id,
+            raftIndex=member.last_index,
+            raftTerm=member.term,
+            raftAppliedIndex=member.applied_index,
+            errors=[f"memberID:{a.member_id} alarm:{pb.AlarmType.Name(a.alarm)} " for a in member.alarms],
+            isLearner=False,
+        )
+
+    async def Defragment(self, request: pb.DefragmentRequest, context: Any) -> pb.DefragmentResponse:
+        await self.rt.defragment()
+        view = await self.rt.snapshot()
+        return pb.DefragmentResponse(header=self.header(mvcc.current_revision(view)))
+
+    async def Hash(self, request: pb.HashRequest, context: Any) -> pb.HashResponse:
+        view = await self.rt.snapshot()
+        return pb.HashResponse(header=self.header(mvcc.current_revision(view)), hash=hashing.hash_all(view))
+
+    async def HashKV(self, request: pb.HashKVRequest, context: Any) -> pb.HashKVResponse:
+        view = await self.rt.snapshot()
+        try:
+            crc, compacted, rev = hashing.hash_kv(view, request.revision)
+        except EtcdError as e:
+            await _abort(context, e)
+        return pb.HashKVResponse(
+            header=self.header(mvcc.current_revision(view)),
+            hash=crc,
+            compact_revision=compacted,
+            hash_revision=rev,
+        )
+
+
+class ClusterService(_Base, pb_grpc.ClusterServicer):
+    async def MemberList(self, request: pb.MemberListRequest, context: Any) -> pb.MemberListResponse:
+        view = await self.rt.snapshot()
+        info = self.rt.config.member
+        member = pb.Member(
+            ID=info.id,
+            name=info.name,
+            peerURLs=list(info.peer_urls),
+            clientURLs=list(info.client_urls),
+            isLearner=info.is_learner,
+        )
+        return pb.MemberListResponse(header=self.header(mvcc.current_revision(view)), members=[member])
+
+
+class HealthService(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1: SERVING while the writer is alive."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def _status(self) -> int:
+        return (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if self.rt.failed
+            else health_pb2.HealthCheckResponse.SERVING
+        )
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:
+        return health_pb2.HealthCheckResponse(status=self._status())  # type: ignore[arg-type]
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> AsyncIterator[Any]:
+        yield health_pb2.HealthCheckResponse(status=self._status())  # type: ignore[arg-type]
+        await self.rt.stopped()
+
+
+def register(server: grpc.aio.Server, runtime: Runtime) -> None:
+    adders: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
+        (pb_grpc.add_KVServicer_to_server, KVService(runtime)),
+        (pb_grpc.add_MaintenanceServicer_to_server, MaintenanceService(runtime)),
+        (pb_grpc.add_ClusterServicer_to_server, ClusterService(runtime)),
+        (health_pb2_grpc.add_HealthServicer_to_server, HealthService(runtime)),
+    ]
+    for add, servicer in adders:
+        add(servicer, server)
+
