@@ -114,7 +114,9 @@ def etcd(tmp: Path, *extra: str) -> ServerProcess:
     return ServerProcess(argv, f"127.0.0.1:{port}", data_dir, tmp / "etcd.log")
 
 
-def etcdctl(endpoint: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def etcdctl(
+    endpoint: str, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ETCDCTL_API="3")
     return subprocess.run(
         [ETCDCTL, "--endpoints", endpoint, "--dial-timeout", "5s", "--command-timeout", "10s", *args],
