@@ -15,7 +15,7 @@ from rusd.core import codec
 from rusd.core.compactor import CompactionPolicy
 from rusd.core.membership import cluster_id, member_id
 from rusd.core.node import MemberConfig, MemberInfo
-from rusd.server import services
+from rusd.server import logs, services
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap
 from rusd.server.runtime import Runtime
 from rusd.storage.errors import StorageError
@@ -115,7 +115,12 @@ async def serve(config: ServerConfig) -> None:
     store = open_store(config)
     try:
         identity = load_identity(store, config)
-        runtime = Runtime(store, member_config(config, identity), max_request_bytes=config.max_request_bytes)
+        runtime = Runtime(
+            store,
+            member_config(config, identity),
+            max_request_bytes=config.max_request_bytes,
+            tick_interval=config.heartbeat_interval_ms / 1000,
+        )
         await _serve(config, runtime)
     finally:
         store.close()
@@ -162,13 +167,8 @@ async def _serve(config: ServerConfig, runtime: Runtime) -> None:
 
 
 def run(config: ServerConfig) -> None:
-    level = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}.get(config.log_level, logging.ERROR)
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname).1s | %(name)s: %(message)s",
-    )
     try:
+        logs.setup(config)
         asyncio.run(serve(config))
     except (ConfigError, StorageError) as e:
         print(f"rusd: {e}", file=sys.stderr)

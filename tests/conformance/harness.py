@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
+import shlex
 import subprocess
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -51,16 +55,73 @@ def encode(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogateescape")
 
 
-def run_etcdctl(endpoint: str, *args: str, stdin: str | bytes = b"", timeout: float = 30) -> Out:
-    """The real etcdctl; stdin defaults to empty (never the terminal)."""
+def _start(endpoint: str, args: tuple[str, ...]) -> subprocess.Popen[bytes]:
     env = dict(os.environ, ETCDCTL_API="3")
     env.pop("ETCDCTL_ENDPOINTS", None)
-    data = encode(stdin) if isinstance(stdin, str) else stdin
-    p = subprocess.run(
+    return subprocess.Popen(
         [ETCDCTL, "--endpoints", endpoint, "--dial-timeout", "5s", "--command-timeout", "10s", *args],
-        input=data, capture_output=True, env=env, timeout=timeout, check=False,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )
-    return Out(p.returncode, decode(p.stdout), decode(p.stderr))
+
+
+def _finish(p: subprocess.Popen[bytes], stdin: str | bytes, timeout: float = 30) -> Out:
+    data = encode(stdin) if isinstance(stdin, str) else stdin
+    try:
+        out, err = p.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise
+    return Out(p.returncode, decode(out), decode(err))
+
+
+def run_etcdctl(endpoint: str, *args: str, stdin: str | bytes = b"") -> Out:
+    """The real etcdctl; stdin defaults to empty (never the terminal)."""
+    return _finish(_start(endpoint, args), stdin)
+
+
+def run_etcdctl_pty(endpoint: str, *args: str, script: list[tuple[str, str]], timeout: float = 20) -> Out:
+    """etcdctl on a terminal, like a user typing: for each (prompt, text) wait until
+    `prompt` has been printed, then type `text`. Returns the whole terminal transcript
+    (echoed input included) with CRLF turned into LF."""
+    env = dict(os.environ, ETCDCTL_API="3")
+    env.pop("ETCDCTL_ENDPOINTS", None)
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        [ETCDCTL, "--endpoints", endpoint, "--dial-timeout", "5s", "--command-timeout", "10s", *args],
+        stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+    )
+    os.close(slave)
+    transcript = b""
+    deadline = time.monotonic() + timeout
+
+    def read_some() -> bool:
+        nonlocal transcript
+        ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return False
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            return False
+        transcript += chunk
+        return bool(chunk)
+
+    try:
+        for prompt, text in script:
+            while encode(prompt) not in transcript:
+                if not read_some():
+                    raise AssertionError(f"no prompt {prompt!r}; got {transcript!r}")
+            os.write(master, encode(text))
+        while read_some():
+            pass
+        p.wait(timeout=max(0.1, deadline - time.monotonic()))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    return Out(p.returncode, decode(transcript).replace("\r\n", "\n"), "")
 
 
 def peer_port(server: ServerProcess) -> str:
@@ -87,37 +148,62 @@ class Identity:
 # etcdctl's own zap log lines (retrying of unary invoker failed, ...).
 _TS = re.compile(r'"ts":"[^"]*"')
 _CLIENT = re.compile(r"client-[0-9a-f-]{36}")
-# Raft term in every response header, per output format.
+# Raft term of the response header, per output format (inner txn headers carry 0).
 _TERM = [
-    (re.compile(r'"raft_term":\d+'), '"raft_term":<TERM>'),
-    (re.compile(r'"RaftTerm" : \d+'), '"RaftTerm" : <TERM>'),
+    (re.compile(r'"raft_term":[1-9]\d*'), '"raft_term":<TERM>'),
+    (re.compile(r'"RaftTerm" : [1-9]\d*'), '"RaftTerm" : <TERM>'),
 ]
+# etcdctl panics on some bad input, before talking to any server: keep the message.
+_PANIC = re.compile(r"^(panic: [^\n]*\n).*", re.S | re.M)
+_TABLE_RULE = re.compile(r"^\+[-+]+\+$")
 
 
 def normalise_text(text: str, ident: Identity) -> str:
     text = text.replace(f"127.0.0.1:{ident.peer_port}", "<PEER>")
     text = text.replace(ident.endpoint, "<EP>")
-    # ids: decimal (json, fields) and hex (member list, endpoint status, headers in simple)
+    # ids: decimal (json, fields) and hex (member list, endpoint status)
     for value, name in ((ident.cluster_id, "<CLUSTER_ID>"), (ident.member_id, "<MEMBER_ID>")):
         text = text.replace(str(value), name).replace(format(value, "x"), name)
     text = _TS.sub('"ts":"<TS>"', text)
     text = _CLIENT.sub("client-<UUID>", text)
     for pattern, repl in _TERM:
         text = pattern.sub(repl, text)
-    return text
+    text = _PANIC.sub(r"\1<goroutine trace>\n", text)
+    return normalise_table(text)
+
+
+def normalise_table(text: str) -> str:
+    """`-w table` pads columns to the widest cell, and ids/sizes differ in width:
+    compare tables cell by cell (rules collapsed, cells stripped)."""
+    lines = text.split("\n")
+    if not lines or not _TABLE_RULE.match(lines[0]):
+        return text
+    out = []
+    for line in lines:
+        if _TABLE_RULE.match(line):
+            out.append("+")
+        elif line.startswith("|") and line.endswith("|"):
+            out.append("|" + "|".join(f" {c.strip()} " for c in line[1:-1].split("|")) + "|")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def cells(line: str) -> list[str]:
+    """The cells of a normalised table row."""
+    return [c.strip() for c in line.strip("|").split("|")]
 
 
 def normalise_protobuf(data: str, message: type) -> str:
-    """`-w protobuf` prints the marshalled response: compare it with the header's
-    cluster/member id and raft term cleared (the rest must be byte-equal)."""
+    """`-w protobuf` prints the marshalled response: compare it decoded, with the
+    header's cluster/member id and raft term cleared, and the bytes after the
+    header verbatim (field order and encoding must match too)."""
     raw = encode(data)
     msg = message()
     msg.ParseFromString(raw)
     hdr = msg.header  # type: ignore[attr-defined]
     hdr.cluster_id = hdr.member_id = hdr.raft_term = 0
-    rest = raw  # any other difference in the encoding shows in the hex
-    head_len = _header_field_len(raw)
-    return f"{msg}\nbody-after-header: {rest[head_len:].hex()}"
+    return f"{msg}\nbody-after-header: {raw[_header_field_len(raw):].hex()}\n"
 
 
 def _header_field_len(raw: bytes) -> int:
@@ -135,6 +221,43 @@ def _header_field_len(raw: bytes) -> int:
     return i + n
 
 
+# What legitimately differs in `endpoint status`: version string, DB sizes, raft
+# term and indexes (etcd logs a few internal entries at boot that rusd need not).
+_STATUS_JSON = re.compile(r'"(version|dbSize|dbSizeInUse|raftIndex|raftTerm|raftAppliedIndex)":("[^"]*"|\d+)')
+_STATUS_FIELDS = re.compile(r'^"(Version|DBSize|RaftIndex|RaftTerm|RaftAppliedIndex)" : .*$', re.M)
+_STATUS_SIMPLE = re.compile(r"^(<EP>, [^,]*), [^,]*, [^,]*, ([^,]*, [^,]*), [^,]*, [^,]*, [^,]*, ", re.M)
+_STATUS_TABLE = re.compile(r"^\|( <EP> \|[^|]*\|)[^|]*\|[^|]*\|([^|]*\|[^|]*\|)[^|]*\|[^|]*\|[^|]*\|", re.M)
+
+
+def norm_status(text: str, ident: Identity) -> str:
+    text = _STATUS_JSON.sub(r'"\1":<\1>', text)
+    text = _STATUS_FIELDS.sub(r'"\1" : <\1>', text)
+    text = _STATUS_SIMPLE.sub(r"\1, <VERSION>, <DB SIZE>, \2, <TERM>, <INDEX>, <APPLIED>, ", text)
+    return _STATUS_TABLE.sub(r"|\1 <VERSION> | <DB SIZE> |\2 <TERM> | <INDEX> | <APPLIED> |", text)
+
+
+# `endpoint health` reports how long the probe took.
+_TOOK = re.compile(r"(took = |\"took\":\"|\| true \| )[0-9.]+[µnm]?s")
+
+
+def norm_took(text: str, ident: Identity) -> str:
+    return _TOOK.sub(r"\1<TOOK>", text)
+
+
+# `endpoint hashkv`: the hash of the key space (etcd's crc32 over its bolt layout).
+_HASH = [
+    re.compile(r"^(<EP>, )\d+$", re.M),
+    re.compile(r'("hash":)\d+'),
+    re.compile(r"^(\| <EP> \| )\d+", re.M),
+]
+
+
+def norm_hash(text: str, ident: Identity) -> str:
+    for pattern in _HASH:
+        text = pattern.sub(r"\1<HASH>", text)
+    return text
+
+
 Normaliser = Callable[[str, Identity], str]
 
 
@@ -144,7 +267,6 @@ class Pair:
 
     rusd: ServerProcess
     etcd: ServerProcess
-    extra_norm: list[Normaliser] = field(default_factory=list)
     _ids: tuple[Identity, Identity] | None = None
 
     def ids(self) -> tuple[Identity, Identity]:
@@ -156,23 +278,31 @@ class Pair:
         self._ids = None
 
     def raw(self, *args: str, stdin: str | bytes = b"") -> tuple[Out, Out]:
-        """Run on both; (rusd, etcd), not normalised."""
-        return run_etcdctl(self.rusd.endpoint, *args, stdin=stdin), run_etcdctl(self.etcd.endpoint, *args, stdin=stdin)
+        """Run on both at once; (rusd, etcd), not normalised."""
+        r, e = _start(self.rusd.endpoint, args), _start(self.etcd.endpoint, args)
+        return _finish(r, stdin), _finish(e, stdin)
 
-    def ctl(self, *args: str, stdin: str | bytes = b"", norm: Normaliser | None = None,
-            protobuf: type | None = None) -> Out:
-        """Run on both, assert equal after normalisation, return rusd's normalised Out."""
-        rusd_out, etcd_out = self.raw(*args, stdin=stdin)
+    def compare(self, rusd_out: Out, etcd_out: Out, what: str,
+                norm: Normaliser | tuple[Normaliser, ...] = (), protobuf: type | None = None) -> Out:
+        """Assert two raw results equal after normalisation; return rusd's."""
         r_id, e_id = self.ids()
         r = self.normalise(rusd_out, r_id, norm, protobuf)
         e = self.normalise(etcd_out, e_id, norm, protobuf)
-        assert r == e, _diff_message(args, e, r)
+        assert r == e, _diff_message(what, e, r)
         return r
 
-    def normalise(self, o: Out, ident: Identity, norm: Normaliser | None, protobuf: type | None) -> Out:
+    def ctl(self, *args: str, stdin: str | bytes = b"", norm: Normaliser | tuple[Normaliser, ...] = (),
+            protobuf: type | None = None) -> Out:
+        """Run on both, assert equal after normalisation, return rusd's normalised Out."""
+        rusd_out, etcd_out = self.raw(*args, stdin=stdin)
+        return self.compare(rusd_out, etcd_out, "etcdctl " + shlex.join(args), norm, protobuf)
+
+    @staticmethod
+    def normalise(o: Out, ident: Identity, norm: Normaliser | tuple[Normaliser, ...] = (),
+                  protobuf: type | None = None) -> Out:
         out = normalise_protobuf(o.out, protobuf) if protobuf is not None and o.rc == 0 else o.out
         out, err = normalise_text(out, ident), normalise_text(o.err, ident)
-        for f in [*self.extra_norm, *([norm] if norm else [])]:
+        for f in norm if isinstance(norm, tuple) else (norm,):
             out, err = f(out, ident), f(err, ident)
         return Out(o.rc, out, err)
 
@@ -195,8 +325,8 @@ def current_revision(server: ServerProcess) -> int:
         return int(pb_grpc.KVStub(ch).Range(pb.RangeRequest(key=PAD_KEY), timeout=10).header.revision)
 
 
-def _diff_message(args: tuple[str, ...], e: Out, r: Out) -> str:
-    lines = [f"etcdctl {' '.join(repr(a) if not a or ' ' in a else a for a in args)}: rusd differs from etcd"]
+def _diff_message(what: str, e: Out, r: Out) -> str:
+    lines = [f"{what}: rusd differs from etcd"]
     if e.rc != r.rc:
         lines.append(f"  exit code: etcd {e.rc}, rusd {r.rc}")
     if e.out != r.out:
