@@ -86,7 +86,7 @@ class Runtime:
 
     async def _enqueue(self, req: WriteRequest | _Defragment) -> Result | None:
         if self._failed is not None or self._stopping:
-            raise EtcdError(errors.STOPPED)
+            return EtcdError(errors.STOPPED)
         assert self._loop is not None
         req_id = self._next_id
         self._next_id += 1
@@ -100,7 +100,7 @@ class Runtime:
     async def snapshot(self) -> LmdbView:
         """The current durable snapshot (waits while a defragmentation swaps files)."""
         while self._view is None:
-            if self._failed is not None:
+            if self._failed is not None or self._stopping:
                 raise EtcdError(errors.STOPPED)
             self._view_changed.clear()
             await self._view_changed.wait()
@@ -133,10 +133,7 @@ class Runtime:
             self._cond.notify()
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-        for fut in self._futures.values():
-            if not fut.done():
-                fut.set_exception(EtcdError(errors.STOPPED))
-        self._futures.clear()
+        self._answer_all(EtcdError(errors.STOPPED))
         if self._view is not None:
             self._view.close()
             self._view = None
@@ -152,6 +149,12 @@ class Runtime:
             if fut is not None and not fut.done():
                 fut.set_result(result)
 
+    def _answer_all(self, result: Result) -> None:
+        for fut in self._futures.values():
+            if not fut.done():
+                fut.set_result(result)
+        self._futures.clear()
+
     def _release_view(self, done: threading.Event) -> None:
         if self._view is not None:
             self._view.close()
@@ -160,10 +163,7 @@ class Runtime:
 
     def _fail(self, exc: BaseException) -> None:
         self._failed = exc
-        for fut in self._futures.values():
-            if not fut.done():
-                fut.set_exception(EtcdError(errors.STOPPED))
-        self._futures.clear()
+        self._answer_all(EtcdError(errors.STOPPED))
         self._view_changed.set()
         self._stopped.set()
         self.on_fatal(exc)
