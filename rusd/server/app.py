@@ -17,6 +17,7 @@ from rusd.core.membership import cluster_id, member_id
 from rusd.core.node import MemberConfig, MemberInfo
 from rusd.server import logs, services
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap
+from rusd.server.interceptors import UnmarshalErrors
 from rusd.server.runtime import Runtime
 from rusd.storage.errors import StorageError
 from rusd.storage.lmdb import LmdbStore
@@ -55,7 +56,13 @@ def open_store(config: ServerConfig) -> LmdbStore:
             "(start rusd on an empty --data-dir)"
         )
     path = store_path(config.data_dir)
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    for part in (config.data_dir, os.path.dirname(path), path):
+        if os.path.exists(part) and not os.path.isdir(part):
+            raise StorageError(f"mkdir {part}: not a directory")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"mkdir {e.filename}: {(e.strerror or str(e)).lower()}") from None
     quota = config.effective_quota_backend_bytes or 8 * _GIB
     return LmdbStore(path, map_size=max(2 * quota, 8 * _GIB))
 
@@ -133,6 +140,7 @@ async def _serve(config: ServerConfig, runtime: Runtime) -> None:
         loop.add_signal_handler(sig, done.set)
     runtime.on_fatal = lambda exc: done.set()
     server = grpc.aio.server(
+        interceptors=[UnmarshalErrors()],
         options=[
             ("grpc.max_receive_message_length", config.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2**31 - 1),

@@ -17,7 +17,7 @@ from rusd.core.errors import EtcdError
 from rusd.core.mvcc import hashing
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc import types as t
-from rusd.core.node import Result, is_read
+from rusd.core.node import Result, WriteRequest, check_request, is_read
 from rusd.server import convert
 from rusd.server.runtime import Runtime
 
@@ -61,9 +61,16 @@ class _Base:
         assert isinstance(result, expected)
         return result
 
-    async def check_size(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """etcd refuses a proposal whose encoded size passes --max-request-bytes."""
+    async def check_size(
+        self, request: Any, req: WriteRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """etcd refuses a proposal whose encoded size passes --max-request-bytes, but
+        only after its gRPC handler has checked the request itself."""
         if request.ByteSize() + _RAFT_ENVELOPE_BYTES > self.rt.max_request_bytes:
+            try:
+                check_request(req, self.rt.config.max_txn_ops)
+            except EtcdError as e:
+                await _abort(context, e)
             await _abort(context, EtcdError(errors.REQUEST_TOO_LARGE))
 
 
@@ -74,14 +81,16 @@ class KVService(_Base, pb_grpc.KVServicer):
         return convert.range_response(r, self.header(r.revision))
 
     async def Put(self, request: pb.PutRequest, context: Any) -> pb.PutResponse:
-        await self.check_size(request, context)
-        result = await self.rt.write(convert.put_request(request))
+        req = convert.put_request(request)
+        await self.check_size(request, req, context)
+        result = await self.rt.write(req)
         r = await self.answer(result, t.PutResponse, context)
         return convert.put_response(r, self.header(r.revision))
 
     async def DeleteRange(self, request: pb.DeleteRangeRequest, context: Any) -> pb.DeleteRangeResponse:
-        await self.check_size(request, context)
-        result = await self.rt.write(convert.delete_request(request))
+        req = convert.delete_request(request)
+        await self.check_size(request, req, context)
+        result = await self.rt.write(req)
         r = await self.answer(result, t.DeleteRangeResponse, context)
         return convert.delete_response(r, self.header(r.revision))
 
@@ -90,7 +99,7 @@ class KVService(_Base, pb_grpc.KVServicer):
         if is_read(req):
             result = await self.rt.read(req)
         else:
-            await self.check_size(request, context)
+            await self.check_size(request, req, context)
             result = await self.rt.write(req)
         r = await self.answer(result, t.TxnResponse, context)
         return convert.txn_response(r, self.header(r.revision))

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-import servers
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from tests import servers
 
 KEYS = {b"k%03d" % i: b"v%03d" % i * 50 for i in range(200)}
 
@@ -157,14 +157,6 @@ def test_damaged_data_file_is_refused_and_left_alone(tmp_path: Path, data_dir: P
 # -- not a store at all: refuse, touch nothing -------------------------------------------
 
 
-PATH_IS_A_FILE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="rusd bug: app.open_store calls os.makedirs(<data-dir>/member/rusd) before any check, "
-    "so a path component that is a file escapes as FileExistsError/NotADirectoryError with a traceback",
-)
-
-
-@PATH_IS_A_FILE_BUG
 def test_store_path_is_a_file(tmp_path: Path, data_dir: Path) -> None:
     shutil.rmtree(store_dir(data_dir))
     store_dir(data_dir).write_bytes(b"not a directory\n")
@@ -174,7 +166,6 @@ def test_store_path_is_a_file(tmp_path: Path, data_dir: Path) -> None:
     assert tree_digest(data_dir) == before
 
 
-@PATH_IS_A_FILE_BUG
 def test_member_path_is_a_file(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -185,7 +176,6 @@ def test_member_path_is_a_file(tmp_path: Path) -> None:
     assert tree_digest(data_dir) == before
 
 
-@PATH_IS_A_FILE_BUG
 def test_data_dir_is_a_file(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.write_bytes(b"not a directory\n")
@@ -240,8 +230,11 @@ def interrupted_creation(d: Path) -> None:
     (scratch / "lock.mdb").write_bytes(b"\0" * 100)
 
 
-@pytest.mark.parametrize("make", [empty_data_dir, empty_member_dir, empty_store_dir, interrupted_creation],
-                         ids=lambda f: f.__name__.replace("_", "-"))
+@pytest.mark.parametrize(
+    "make",
+    [empty_data_dir, empty_member_dir, empty_store_dir, interrupted_creation],
+    ids=lambda f: f.__name__.replace("_", "-"),
+)
 def test_nothing_stored_yet_starts_fresh(tmp_path: Path, make: Callable[[Path], None]) -> None:
     data_dir = tmp_path / "data"
     make(data_dir)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-import servers
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from tests import servers
 
 COMPACTED = "etcdserver: mvcc: required revision has been compacted"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-import servers
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from tests import servers
 
 WORKERS = 32
 PREFIX = b"d/"
@@ -41,8 +41,9 @@ class Ledger:
     probes: dict[bytes, int] = field(default_factory=dict)  # key -> revision, one per restart
 
 
-async def put_stream(server: servers.ServerProcess, ledger: Ledger, round_no: int, kill_after: int,
-                     stop: str = "kill") -> None:
+async def put_stream(
+    server: servers.ServerProcess, ledger: Ledger, round_no: int, kill_after: int, stop: str = "kill"
+) -> None:
     """WORKERS concurrent putters of unique keys; once `kill_after` puts of this round
     are acknowledged, stop the server ("kill": kill -9, "term": SIGTERM) while they
     keep putting, and wait until every putter has seen the server go away."""
@@ -82,8 +83,9 @@ async def put_stream(server: servers.ServerProcess, ledger: Ledger, round_no: in
         codes = await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
     assert acked_this_round >= kill_after
     # Nothing but "the server went away" may end a putter (no other error on a put).
-    assert set(codes) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
-                          grpc.StatusCode.DEADLINE_EXCEEDED}, codes
+    assert set(codes) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED}, (
+        codes
+    )
 
 
 def check_store(server: servers.ServerProcess, ledger: Ledger) -> int:
