@@ -92,8 +92,9 @@ def txn_cost(req: TxnRequest) -> int:
 
 
 def over_quota(size: int, cost: int, quota_bytes: int) -> bool:
-    """etcd's backendQuota.Available, negated; a negative quota disables the check."""
-    if quota_bytes < 0:
+    """etcd's backendQuota.Available, negated: a request that writes nothing always
+    passes; a negative quota disables the check."""
+    if quota_bytes < 0 or cost == 0:
         return False
     limit = quota_bytes or DEFAULT_QUOTA_BYTES
     return size + cost >= limit

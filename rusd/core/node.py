@@ -142,6 +142,17 @@ class _ReadOnly:
         raise AssertionError("read-only txn removed a key")
 
 
+def check_request(req: WriteRequest, max_txn_ops: int) -> None:
+    """The checks etcd's gRPC handlers make of a write (v3rpc/key.go), before any other
+    (the proposal size limit included)."""
+    if isinstance(req, PutRequest):
+        validate.check_put(req)
+    elif isinstance(req, DeleteRangeRequest):
+        validate.check_delete(req)
+    elif isinstance(req, TxnRequest):
+        validate.check_txn(req, max_txn_ops)
+
+
 def is_read(req: object) -> bool:
     """Requests answered from a snapshot without a log entry."""
     return isinstance(req, RangeRequest) or (isinstance(req, TxnRequest) and not store.is_write(req))
@@ -191,13 +202,10 @@ class Member:
         self.log.propose(codec.encode(Proposal(self.member_id, req_id, req)))
 
     def _check(self, req: WriteRequest, backend_size: int) -> None:
+        check_request(req, self.config.max_txn_ops)
         if isinstance(req, PutRequest):
-            validate.check_put(req)
             self.check_quota(alarms.put_cost(req), backend_size)
-        elif isinstance(req, DeleteRangeRequest):
-            validate.check_delete(req)
         elif isinstance(req, TxnRequest):
-            validate.check_txn(req, self.config.max_txn_ops)
             self.check_quota(alarms.txn_cost(req), backend_size)
 
     def check_quota(self, cost: int, backend_size: int) -> None:

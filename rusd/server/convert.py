@@ -6,7 +6,7 @@ from typing import cast
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.mvccpb import kv_pb2
-from rusd.core.alarms import AlarmMember, AlarmRequest, AlarmResponse
+from rusd.core.alarms import AlarmMember, AlarmRequest
 from rusd.core.mvcc import types as t
 
 _COMPARE_UNION = {
@@ -143,6 +143,3 @@ def txn_response(r: t.TxnResponse, header: pb.ResponseHeader) -> pb.TxnResponse:
 def alarm_members(alarms: tuple[AlarmMember, ...]) -> list[pb.AlarmMember]:
     return [pb.AlarmMember(memberID=a.member_id, alarm=cast("pb.AlarmType", a.alarm)) for a in alarms]
 
-
-def alarm_response(r: AlarmResponse, header: pb.ResponseHeader) -> pb.AlarmResponse:
-    return pb.AlarmResponse(header=header, alarms=alarm_members(r.alarms))

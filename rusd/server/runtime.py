@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rusd.core import alarms, errors
+from rusd.core import errors
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc.types import RangeRequest, TxnRequest
@@ -107,11 +107,7 @@ class Runtime:
         return self._view
 
     async def read(self, req: RangeRequest | TxnRequest) -> Result:
-        """A Range or read-only Txn from the snapshot. A txn over the quota goes to
-        the Member instead, which refuses it and raises the NOSPACE alarm (etcd
-        checks the quota on every txn, read-only ones too)."""
-        if isinstance(req, TxnRequest) and alarms.over_quota(self._size, 0, self.config.quota_backend_bytes):
-            return await self.write(req)
+        """A Range or read-only Txn from the snapshot."""
         view = await self.snapshot()
         try:
             return serve_read(view, req, self.config.max_txn_ops)

@@ -114,7 +114,8 @@ class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
     async def Alarm(self, request: pb.AlarmRequest, context: Any) -> pb.AlarmResponse:
         result = await self.rt.write(convert.alarm_request(request))
         r = await self.answer(result, AlarmResponse, context)
-        return convert.alarm_response(r, self.header(r.revision))
+        # etcd 3.4 answers Alarm without a header at all.
+        return pb.AlarmResponse(alarms=convert.alarm_members(r.alarms))
 
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
         view = await self.rt.snapshot()
@@ -157,7 +158,6 @@ class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
 
 class ClusterService(_Base, pb_grpc.ClusterServicer):
     async def MemberList(self, request: pb.MemberListRequest, context: Any) -> pb.MemberListResponse:
-        view = await self.rt.snapshot()
         info = self.rt.config.member
         member = pb.Member(
             ID=info.id,
@@ -166,7 +166,8 @@ class ClusterService(_Base, pb_grpc.ClusterServicer):
             clientURLs=list(info.client_urls),
             isLearner=info.is_learner,
         )
-        return pb.MemberListResponse(header=self.header(mvcc.current_revision(view)), members=[member])
+        # etcd fills only the ids and the term in a MemberList header, no revision.
+        return pb.MemberListResponse(header=self.header(0), members=[member])
 
 
 class HealthService(health_pb2_grpc.HealthServicer):

@@ -10,37 +10,12 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conformance.harness import Pair
-from tests.servers import ETCD, ETCDCTL, etcd, rusd
-
-# A single-member etcd waits one election timeout before it leads; shorten it so a
-# fresh etcd is ready in ~0.1 s instead of ~1 s. Nothing the KV commands print
-# depends on these (raft term is normalised anyway).
-ETCD_FAST = ("--heartbeat-interval", "10", "--election-timeout", "100")
-
-if not (shutil.which(ETCDCTL) and shutil.which(ETCD)):  # pragma: no cover
-    pytest.skip("etcd and etcdctl are needed for the conformance suite", allow_module_level=True)
-
-
-def start_pair(tmp: Path) -> Pair:
-    r = rusd(tmp).start()
-    try:
-        e = etcd(tmp, *ETCD_FAST).start()
-    except BaseException:
-        r.stop()
-        raise
-    return Pair(r, e)
-
-
-def stop_pair(pair: Pair) -> None:
-    for server in (pair.rusd, pair.etcd):
-        server.stop()
+from tests.conformance.harness import Pair, start_pair, stop_pair
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ _HEAD = struct.Struct(">qqqqqI")
 def hash_kv(view: KVReader, revision: int) -> tuple[int, int, int]:
     """etcd's HashKV: crc32 over every stored revision up to `revision` (0 = current).
 
-    Returns (hash, compact_revision, hashed_revision); raises the compacted / future
-    errors as etcd does.
+    Returns (hash, compact_revision, hashed_revision), the compact revision being -1
+    before any compaction as in etcd; raises the compacted / future errors as etcd.
     """
     current = store.current_revision(view)
     compacted = store.compact_revision(view)
@@ -26,7 +26,7 @@ def hash_kv(view: KVReader, revision: int) -> tuple[int, int, int]:
             break
         head = _HEAD.pack(kv.mod_revision, sub, kv.create_revision, kv.version, kv.lease, len(kv.key))
         crc = zlib.crc32(kv.value, zlib.crc32(kv.key, zlib.crc32(head, crc)))
-    return crc, max(compacted, 0), rev
+    return crc, compacted, rev
 
 
 def hash_all(view: KVReader) -> int:

@@ -153,7 +153,10 @@ def range_at(view: KVReader, req: RangeRequest, latest_rev: int, header_rev: int
     order = req.sort_order
     if req.sort_target != SortTarget.KEY and order == SortOrder.NONE:
         order = SortOrder.ASCEND
-    if order != SortOrder.NONE and not (req.sort_target == SortTarget.KEY and order == SortOrder.ASCEND):
+    # An unknown order sorts nothing (etcd 3.4), though every key was fetched above.
+    if order in (SortOrder.ASCEND, SortOrder.DESCEND) and not (
+        req.sort_target == SortTarget.KEY and order == SortOrder.ASCEND
+    ):
         kvs.sort(key=_SORT_KEYS[req.sort_target], reverse=order == SortOrder.DESCEND)  # type: ignore[arg-type]
     more = False
     if req.limit > 0 and len(kvs) > req.limit:
@@ -337,45 +340,51 @@ def _txn_path(view: KVReader, req: TxnRequest) -> list[bool]:
     return path
 
 
-def _taken_levels(req: TxnRequest, path: Iterator[bool]) -> Iterator[tuple[RequestOp, ...]]:
-    """The ops of each taken branch, a level before its nested txns (etcd's checkRequests)."""
-    ops = req.success if next(path) else req.failure
-    yield ops
-    for op in ops:
+def _taken_ops(req: TxnRequest, path: Iterator[bool]) -> Iterator[RequestOp]:
+    """The ops of the taken branches in the order they run, a nested txn's in its
+    place (the order of etcd's checkRequests)."""
+    for op in req.success if next(path) else req.failure:
         if isinstance(op, TxnRequest):
-            yield from _taken_levels(op, path)
+            yield from _taken_ops(op, path)
+        else:
+            yield op
 
 
 def is_write(req: TxnRequest) -> bool:
-    """etcd's !isTxnReadonly: any put or delete on any branch makes a write txn."""
-    for op in (*req.success, *req.failure):
-        if isinstance(op, (PutRequest, DeleteRangeRequest)):
-            return True
-        if isinstance(op, TxnRequest) and is_write(op):
-            return True
-    return False
+    """etcd's !isTxnReadonly: any op but a range on either branch makes a write txn,
+    a nested txn too even if it only reads (so it is proposed and size-checked)."""
+    return not all(isinstance(op, RangeRequest) for op in (*req.success, *req.failure))
 
 
 def _check_taken_ops(view: KVReader, leases: LeaseBook, req: TxnRequest, path: list[bool]) -> None:
     """The pre-checks etcd runs before applying a txn: put preconditions (write txns
-    only), then the revisions of ranges."""
+    only), then the revisions of ranges, each over the taken ops in order.
+
+    etcd checks that the key of an ignore_value/ignore_lease put exists before the
+    txn; if an earlier op of the txn deleted it (a from-key delete escapes the
+    duplicate-key check), etcd panics applying the put. We refuse such a txn here
+    with the put's error instead, so that a txn never fails half-applied.
+    """
     begin = current_revision(view)
     if is_write(req):
-        for ops in _taken_levels(req, iter(path)):
-            for op in ops:
-                if isinstance(op, PutRequest):
-                    if (op.ignore_value or op.ignore_lease) and view.get(op.key) is None:
-                        raise EtcdError(errors.KEY_NOT_FOUND)
-                    if op.lease and not leases.exists(op.lease):
-                        raise EtcdError(errors.LEASE_NOT_FOUND)
-    compacted = compact_revision(view)
-    for ops in _taken_levels(req, iter(path)):
+        ops = list(_taken_ops(req, iter(path)))
+        ignoring = any(isinstance(op, PutRequest) and (op.ignore_value or op.ignore_lease) for op in ops)
+        deleted: set[bytes] = set()
         for op in ops:
-            if isinstance(op, RangeRequest) and op.revision:
-                if op.revision > begin:
-                    raise EtcdError(errors.FUTURE_REV)
-                if op.revision < compacted:
-                    raise EtcdError(errors.COMPACTED)
+            if ignoring and isinstance(op, DeleteRangeRequest):
+                deleted.update(kv.key for kv in latest_keys(view, op.key, gte_range_end(op.range_end)))
+            elif isinstance(op, PutRequest):
+                if (op.ignore_value or op.ignore_lease) and (op.key in deleted or view.get(op.key) is None):
+                    raise EtcdError(errors.KEY_NOT_FOUND)
+                if op.lease and not leases.exists(op.lease):
+                    raise EtcdError(errors.LEASE_NOT_FOUND)
+    compacted = compact_revision(view)
+    for op in _taken_ops(req, iter(path)):
+        if isinstance(op, RangeRequest) and op.revision:
+            if op.revision > begin:
+                raise EtcdError(errors.FUTURE_REV)
+            if op.revision < compacted:
+                raise EtcdError(errors.COMPACTED)
 
 
 def txn(backend: KVBackend, leases: LeaseBook, req: TxnRequest) -> TxnResponse:

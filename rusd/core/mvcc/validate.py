@@ -21,9 +21,11 @@ from rusd.core.mvcc.types import (
 def check_range(req: RangeRequest) -> None:
     if not req.key:
         raise EtcdError(errors.EMPTY_KEY)
-    if req.sort_order not in SortOrder._value2member_map_:
-        raise EtcdError(errors.INVALID_SORT_OPTION)
-    if req.sort_target not in SortTarget._value2member_map_:
+    # etcd 3.4 checks no sort option: an unknown sort_order sorts nothing, and an
+    # unknown sort_target crashes it as soon as it must sort, i.e. with any known
+    # order (NONE sorts ASCEND for targets other than KEY). We refuse exactly those,
+    # with etcd 3.6's error.
+    if req.sort_target not in SortTarget._value2member_map_ and req.sort_order in SortOrder._value2member_map_:
         raise EtcdError(errors.INVALID_SORT_OPTION)
 
 
