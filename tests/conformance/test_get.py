@@ -119,7 +119,7 @@ def put_tied_values(pair: Pair, prefix: str) -> None:
 
 def test_get_sort_ties_grouping(pair: Pair) -> None:
     """Many keys in three tie groups: the groups come out in value order. (The order
-    inside a group is compared exactly in the xfail test below.)"""
+    inside a group is compared exactly in the test below.)"""
     put_tied_values(pair, "get5b/")
     for order in ("ASCEND", "DESCEND"):
         rusd_out, etcd_out = pair.raw("get", "get5b/", "--prefix", "--sort-by", "VALUE", "--order", order)
@@ -130,9 +130,6 @@ def test_get_sort_ties_grouping(pair: Pair) -> None:
             assert sorted(pairs) == sorted((f"get5b/{i:02d}", f"v{i * 7 % 3}") for i in range(40))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="order inside a sort tie: etcd 3.4 uses Go's unstable sort.Sort (pdqsort, go1.19) "
-                          "on the range result; rusd sorts stably (key order)")
 def test_get_sort_ties_order_like_etcd(pair: Pair) -> None:
     put_tied_values(pair, "get5c/")
     pair.ctl("get", "get5c/", "--prefix", "--keys-only", "--sort-by", "VALUE", "--order", "ASCEND")

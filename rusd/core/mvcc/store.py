@@ -14,6 +14,7 @@ from typing import Protocol
 
 from rusd.core import errors
 from rusd.core.errors import EtcdError
+from rusd.core.gosort import go_sort, reverse
 from rusd.core.mvcc.backend import KVBackend, KVReader
 from rusd.core.mvcc.types import (
     Compare,
@@ -121,12 +122,14 @@ def check_revision(rev: int, latest_rev: int, compacted: int) -> int:
     return rev
 
 
-_SORT_KEYS: dict[int, Callable[[KeyValue], object]] = {
-    SortTarget.KEY: lambda kv: kv.key,
-    SortTarget.VERSION: lambda kv: kv.version,
-    SortTarget.CREATE: lambda kv: kv.create_revision,
-    SortTarget.MOD: lambda kv: kv.mod_revision,
-    SortTarget.VALUE: lambda kv: kv.value,
+# etcd's kvSortBy* Less functions (apply.go); the sort itself is Go's unstable
+# sort.Sort, replayed by go_sort, so ties come out in etcd's order.
+_SORT_LESS: dict[int, Callable[[KeyValue, KeyValue], bool]] = {
+    SortTarget.KEY: lambda a, b: a.key < b.key,
+    SortTarget.VERSION: lambda a, b: a.version < b.version,
+    SortTarget.CREATE: lambda a, b: a.create_revision < b.create_revision,
+    SortTarget.MOD: lambda a, b: a.mod_revision < b.mod_revision,
+    SortTarget.VALUE: lambda a, b: a.value < b.value,
 }
 
 
@@ -154,10 +157,12 @@ def range_at(view: KVReader, req: RangeRequest, latest_rev: int, header_rev: int
     if req.sort_target != SortTarget.KEY and order == SortOrder.NONE:
         order = SortOrder.ASCEND
     # An unknown order sorts nothing (etcd 3.4), though every key was fetched above.
+    # etcd also sort.Sorts by KEY ASCEND, a no-op: a range's keys are distinct and ascending.
     if order in (SortOrder.ASCEND, SortOrder.DESCEND) and not (
         req.sort_target == SortTarget.KEY and order == SortOrder.ASCEND
     ):
-        kvs.sort(key=_SORT_KEYS[req.sort_target], reverse=order == SortOrder.DESCEND)  # type: ignore[arg-type]
+        less = _SORT_LESS[req.sort_target]
+        go_sort(kvs, reverse(less) if order == SortOrder.DESCEND else less)
     more = False
     if req.limit > 0 and len(kvs) > req.limit:
         kvs = kvs[: req.limit]
