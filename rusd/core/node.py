@@ -25,6 +25,7 @@ from rusd.core.mvcc.types import (
     Compare,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    Event,
     KeyValue,
     PutRequest,
     PutResponse,
@@ -95,6 +96,15 @@ class Ready:
 
     def __bool__(self) -> bool:
         return bool(self.entries or self.committed or self.responses)
+
+
+@dataclass
+class Applied:
+    """What applying committed entries produced: answers for waiting clients and
+    the changes, in revision order, for watchers. Release both only once durable."""
+
+    answers: list[tuple[int, Result]]
+    events: list[Event]
 
 
 class NotFoundLeases:
@@ -237,16 +247,16 @@ class Member:
         responses, self._responses = self._responses, []
         return Ready(lrd.entries, lrd.committed, responses, compact_to, lrd)
 
-    def apply(self, backend: KVBackend, entries: list[Entry]) -> list[tuple[int, Result]]:
-        """Apply committed entries through the open batch; the answers may be sent
-        once the batch is durable."""
+    def apply(self, backend: KVBackend, entries: list[Entry]) -> Applied:
+        """Apply committed entries through the open batch."""
         answers: list[tuple[int, Result]] = []
+        events: list[Event] = []
         for entry in entries:
             if not entry.data:
                 continue
             proposal: Proposal = codec.decode(entry.data)
             try:
-                result: Result = self._apply_one(backend, proposal.request)
+                result: Result = self._apply_one(backend, proposal.request, events)
             except EtcdError as e:
                 result = e
             if proposal.member_id == self.member_id and proposal.req_id in self._waiting:
@@ -255,20 +265,20 @@ class Member:
         if entries:
             store.put_int(backend, META_APPLIED_INDEX, entries[-1].index)
             store.put_int(backend, META_TERM, self.term)
-        return answers
+        return Applied(answers, events)
 
-    def _apply_one(self, backend: KVBackend, req: WriteRequest) -> Response:
+    def _apply_one(self, backend: KVBackend, req: WriteRequest, events: list[Event]) -> Response:
         leases = NotFoundLeases()
         if isinstance(req, PutRequest):
             if self.nospace:
                 raise EtcdError(errors.NO_SPACE)
-            return store.put(backend, leases, req)
+            return store.put(backend, leases, req, events)
         if isinstance(req, DeleteRangeRequest):
-            return store.delete_range(backend, leases, req)
+            return store.delete_range(backend, leases, req, events)
         if isinstance(req, TxnRequest):
             if self.nospace and alarms.txn_cost(req) > 0:
                 raise EtcdError(errors.NO_SPACE)
-            return store.txn(backend, leases, req)
+            return store.txn(backend, leases, req, events)
         if isinstance(req, CompactionRequest):
             store.compact(backend, req.revision)
             return CompactionResponse(revision=store.current_revision(backend))

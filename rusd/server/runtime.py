@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from rusd.core import errors
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import store as mvcc
-from rusd.core.mvcc.types import RangeRequest, TxnRequest
+from rusd.core.mvcc.types import Event, RangeRequest, TxnRequest
 from rusd.core.node import Member, MemberConfig, Result, WriteRequest, serve_read
 from rusd.storage.lmdb import LmdbStore, LmdbView
 
@@ -69,6 +69,9 @@ class Runtime:
         self._thread: threading.Thread | None = None
         self._stopped = asyncio.Event()
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+        # Called in the loop thread with each durable turn's changes, after the
+        # snapshot that holds them is in place (the watch hub subscribes here).
+        self.on_events: Callable[[list[Event]], None] = lambda events: None
 
     # -- loop thread API ---------------------------------------------------------
     def start(self) -> None:
@@ -134,12 +137,16 @@ class Runtime:
             self._view.close()
             self._view = None
 
-    def _publish(self, answers: list[tuple[int, Result | None]], view: LmdbView | None) -> None:
+    def _publish(
+        self, answers: list[tuple[int, Result | None]], view: LmdbView | None, events: list[Event] | None = None
+    ) -> None:
         if view is not None:
             if self._view is not None:
                 self._view.close()
             self._view = view
             self._view_changed.set()
+        if events:
+            self.on_events(events)
         for req_id, result in answers:
             fut = self._futures.pop(req_id, None)
             if fut is not None and not fut.done():
@@ -208,12 +215,15 @@ class Runtime:
         assert self._loop is not None
         rd = self.member.ready()
         answers: list[tuple[int, Result | None]] = list(rd.responses)
+        events: list[Event] = []
         view: LmdbView | None = None
         if rd.entries or rd.committed:
             batch = self.store.begin()
             try:
                 batch.append_entries(rd.entries)
-                answers.extend(self.member.apply(batch, rd.committed))
+                applied = self.member.apply(batch, rd.committed)
+                answers.extend(applied.answers)
+                events = applied.events
                 if rd.compact_log_to:
                     batch.compact_log(rd.compact_log_to)
             except BaseException:
@@ -225,7 +235,7 @@ class Runtime:
             self._size = view.size()
         self.member.advance(rd)
         if answers or view is not None:
-            self._loop.call_soon_threadsafe(self._publish, answers, view)
+            self._loop.call_soon_threadsafe(self._publish, answers, view, events)
 
     def _defragment(self) -> None:
         assert self._loop is not None

@@ -12,6 +12,8 @@ from rusd.core.mvcc.types import (
     CompactionResponse,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    Event,
+    KeyValue,
     PutRequest,
     PutResponse,
     RangeRequest,
@@ -39,7 +41,7 @@ class Disk:
     def turn(self, member: Member) -> list[tuple[int, Result]]:
         rd = member.ready()
         self.log.append_entries(rd.entries)
-        answers = list(rd.responses) + member.apply(self.backend, rd.committed)
+        answers = list(rd.responses) + member.apply(self.backend, rd.committed).answers
         if rd.compact_log_to:
             self.log.compact_log(rd.compact_log_to)
         member.advance(rd)
@@ -61,7 +63,7 @@ def test_ready_persists_entries_before_they_are_applied_and_answers_in_order() -
     # the term's empty entry, then the two proposals: persisted and committed at once
     assert [e.index for e in rd.entries] == [1, 2, 3]
     assert rd.committed == rd.entries
-    answers = m.apply(disk.backend, rd.committed)
+    answers = m.apply(disk.backend, rd.committed).answers
     m.advance(rd)
     assert answers == [(1, PutResponse(revision=2)), (2, PutResponse(revision=3))]
     assert not m.ready()
@@ -173,4 +175,23 @@ def test_explicit_compaction_answers_with_current_revision() -> None:
         (1, CompactionResponse(revision=3)),
         (2, EtcdError(errors.COMPACTED)),
         (3, EtcdError(errors.FUTURE_REV)),
+    ]
+
+
+def test_apply_reports_events_in_revision_order_with_prev_kv() -> None:
+    disk = Disk()
+    m = disk.member()
+    disk.turn(m)
+    for i, req in enumerate((PutRequest(b"a", b"1"), PutRequest(b"a", b"2"), DeleteRangeRequest(b"a", b"b")), 1):
+        m.submit(i, req, 0)
+    rd = m.ready()
+    disk.log.append_entries(rd.entries)
+    applied = m.apply(disk.backend, rd.committed)
+    m.advance(rd)
+    first = KeyValue(b"a", 2, 2, 1, b"1")
+    second = KeyValue(b"a", 2, 3, 2, b"2")
+    assert applied.events == [
+        Event(first, None),
+        Event(second, first),
+        Event(KeyValue(b"a", 0, 4, 0), second),
     ]

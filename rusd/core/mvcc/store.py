@@ -22,6 +22,7 @@ from rusd.core.mvcc.types import (
     CompareTarget,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    Event,
     KeyValue,
     PutRequest,
     PutResponse,
@@ -203,12 +204,12 @@ class WriteTxn:
         self.backend = backend
         self.leases = leases
         self.begin_rev = current_revision(backend)
-        self.changes: list[KeyValue] = []
+        self.events: list[Event] = []
 
     @property
     def rev(self) -> int:
         """etcd's txn.Rev() after the writes so far: begin, or begin + 1 once changed."""
-        return self.begin_rev + 1 if self.changes else self.begin_rev
+        return self.begin_rev + 1 if self.events else self.begin_rev
 
     def put(self, key: bytes, value: bytes, lease: int) -> int:
         rev = self.begin_rev + 1
@@ -219,8 +220,8 @@ class WriteTxn:
             kv = KeyValue(key, old.create_revision, rev, old.version + 1, value, lease)
             if old.lease and old.lease != lease:
                 self.leases.detach(old.lease, key)
-        self.backend.write(len(self.changes), kv)
-        self.changes.append(kv)
+        self.backend.write(len(self.events), kv)
+        self.events.append(Event(kv, old))
         if lease:
             self.leases.attach(lease, key)
         return rev
@@ -234,8 +235,8 @@ class WriteTxn:
         rev = self.begin_rev + 1
         for kv in victims:
             tomb = KeyValue(kv.key, 0, rev, 0)
-            self.backend.write(len(self.changes), tomb)
-            self.changes.append(tomb)
+            self.backend.write(len(self.events), tomb)
+            self.events.append(Event(tomb, kv))
             if kv.lease:
                 self.leases.detach(kv.lease, kv.key)
         return len(victims)
@@ -244,9 +245,12 @@ class WriteTxn:
         # Inside a txn the store's revision already counts this txn's changes.
         return range_at(self.backend, req, self.rev, self.rev)
 
-    def end(self) -> None:
-        if self.changes:
+    def end(self, sink: list[Event] | None = None) -> None:
+        """Close the txn; its events (for watchers) go to `sink` when given."""
+        if self.events:
             put_int(self.backend, META_REVISION, self.begin_rev + 1)
+            if sink is not None:
+                sink.extend(self.events)
 
 
 def apply_put(txn: WriteTxn, req: PutRequest) -> PutResponse:
@@ -276,19 +280,21 @@ def check_put_lease(req: PutRequest, leases: LeaseBook) -> None:
         raise EtcdError(errors.LEASE_NOT_FOUND)
 
 
-def put(backend: KVBackend, leases: LeaseBook, req: PutRequest) -> PutResponse:
+def put(backend: KVBackend, leases: LeaseBook, req: PutRequest, sink: list[Event] | None = None) -> PutResponse:
     """A top-level Put: lease check first, then the write, as etcd."""
     check_put_lease(req, leases)
     txn = WriteTxn(backend, leases)
     resp = apply_put(txn, req)
-    txn.end()
+    txn.end(sink)
     return resp
 
 
-def delete_range(backend: KVBackend, leases: LeaseBook, req: DeleteRangeRequest) -> DeleteRangeResponse:
+def delete_range(
+    backend: KVBackend, leases: LeaseBook, req: DeleteRangeRequest, sink: list[Event] | None = None
+) -> DeleteRangeResponse:
     txn = WriteTxn(backend, leases)
     resp = apply_delete(txn, req)
-    txn.end()
+    txn.end(sink)
     return resp
 
 
@@ -392,13 +398,13 @@ def _check_taken_ops(view: KVReader, leases: LeaseBook, req: TxnRequest, path: l
                 raise EtcdError(errors.COMPACTED)
 
 
-def txn(backend: KVBackend, leases: LeaseBook, req: TxnRequest) -> TxnResponse:
+def txn(backend: KVBackend, leases: LeaseBook, req: TxnRequest, sink: list[Event] | None = None) -> TxnResponse:
     """apply.go Txn: guards on the old state, pre-checks, then the ops in order."""
     path = _txn_path(backend, req)
     _check_taken_ops(backend, leases, req, path)
     wtxn = WriteTxn(backend, leases)
     resp = _apply_txn(wtxn, req, iter(path))
-    wtxn.end()
+    wtxn.end(sink)
     return replace(resp, revision=wtxn.rev)
 
 

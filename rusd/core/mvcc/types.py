@@ -27,6 +27,20 @@ class KeyValue:
         return self.version == 0
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change of an applied revision, in sub-revision order: a put, or a delete
+    (kv is then the tombstone: key and mod_revision only). prev_kv is the key's value
+    just before, when it had one."""
+
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+    @property
+    def is_delete(self) -> bool:
+        return self.kv.is_tombstone
+
+
 class SortOrder(enum.IntEnum):
     NONE = 0
     ASCEND = 1
