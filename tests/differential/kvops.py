@@ -97,7 +97,7 @@ class OpGenerator:
 
     def range_end(self, key: bytes) -> bytes:
         kind = self.rng.random()
-        if kind < 0.35:
+        if kind < 0.25:
             return b""
         if kind < 0.55:
             return b"\x00"
@@ -115,7 +115,7 @@ class OpGenerator:
         if r < 0.45:
             return self.rng.choice([-1, -2, -100])
         if r < 0.65:
-            return self.rng.randint(1, s.rev)
+            return self.rng.randint(max(s.compacted, 1), s.rev)  # still readable
         if r < 0.75:
             return s.rev
         if r < 0.85:
@@ -134,8 +134,8 @@ class OpGenerator:
     def range_request(self) -> pb.RangeRequest:
         key = self.key()
         r = pb.RangeRequest(key=key, range_end=self.range_end(key))
-        if self.chance(0.3):
-            r.limit = self.rng.choice([-1, 1, 1, 2, 3, 5, 20])
+        if self.chance(0.35):
+            r.limit = self.rng.choice([-1, 1, 1, 2, 2, 3, 5, 20])
         if self.chance(0.35):
             r.revision = self.revision()
         if self.chance(0.4):
@@ -336,7 +336,7 @@ class OpGenerator:
 
     def _next(self) -> Op:
         x = self.rng.random()
-        if x < 0.28:
+        if x < 0.30:
             return Op("Range", self.range_request())
         if x < 0.52:
             return Op("Put", self.put_request())
@@ -348,11 +348,11 @@ class OpGenerator:
             return Op("Txn", self.dup_txn())
         if x < 0.91:
             return Op("Txn", self.big_txn())
-        if x < 0.945:
+        if x < 0.93:
             return Op("Compact", self.compact_request())
-        if x < 0.95:
+        if x < 0.936:
             return self.oversize()
-        if x < 0.951:
+        if x < 0.937:
             return self.near_limit_put()
         return self.bad_request()
 
