@@ -137,6 +137,28 @@ def test_meta(h: Harness) -> None:
     assert h.reader().get_meta(b"revision") == b"2"
 
 
+def test_meta_items_by_prefix_and_delete(h: Harness) -> None:
+    assert list(h.reader().meta_items(b"lease/")) == []
+    for name in (b"lease/\x00\x02", b"lease/\x00\x01", b"lease", b"lease0", b"leas", b"lease/\xff"):
+        h.w.put_meta(name, b"v" + name[-1:])
+    h.w.put_meta(b"revision", b"r")
+    r = h.reader()
+    assert list(r.meta_items(b"lease/")) == [
+        (b"lease/\x00\x01", b"v\x01"), (b"lease/\x00\x02", b"v\x02"), (b"lease/\xff", b"v\xff"),
+    ]
+    assert [n for n, _ in r.meta_items(b"lease")] == [
+        b"lease", b"lease/\x00\x01", b"lease/\x00\x02", b"lease/\xff", b"lease0",
+    ]
+    assert list(r.meta_items(b"zzz")) == []
+    # the empty prefix: every meta value the caller stored
+    assert [n for n, _ in r.meta_items(b"")][-1] == b"revision"
+    h.w.delete_meta(b"lease/\x00\x01")
+    h.w.delete_meta(b"lease/absent")  # dropping nothing is fine
+    r = h.reader()
+    assert r.get_meta(b"lease/\x00\x01") is None
+    assert [n for n, _ in r.meta_items(b"lease/")] == [b"lease/\x00\x02", b"lease/\xff"]
+
+
 def test_get_and_range_over_tricky_keys(h: Harness) -> None:
     order = KEYS[:]
     random.Random(7).shuffle(order)
@@ -339,6 +361,7 @@ op_strategy = st.one_of(
     st.tuples(st.just("delete"), st.integers(0, len(POOL) - 1), st.integers(1, 12)),
     st.tuples(st.just("remove"), st.integers(0, 10_000)),
     st.tuples(st.just("meta"), st.sampled_from(META_NAMES), st.binary(max_size=4)),
+    st.tuples(st.just("delete_meta"), st.sampled_from(META_NAMES)),
     st.tuples(st.just("append"), st.integers(0, 10_000), st.integers(1, 4), st.integers(1, 5)),
     st.tuples(st.just("compact_log"), st.integers(0, 14)),
     st.tuples(st.just("commit")),
@@ -354,6 +377,7 @@ def observe(r: Any) -> dict[str, Any]:
         "history_key": [list(r.history(k, None)) for k in POOL],
         "changes": [list(r.changes(after)) for after in (-1, 0, 3, 7, 11)],
         "meta": [r.get_meta(n) for n in META_NAMES],
+        "meta_items": [list(r.meta_items(p)) for p in (b"", b"a", b"r")],
         "log": (r.first_index(), r.last_index(), r.entries(0, 100), r.entries(3, 7)),
     }
 
@@ -391,6 +415,9 @@ def apply(ops: list[tuple[Any, ...]], mem: MemoryPair, store: LmdbStore) -> Lmdb
         elif name == "meta":
             for t in targets:
                 t.put_meta(op[1], op[2])
+        elif name == "delete_meta":
+            for t in targets:
+                t.delete_meta(op[1])
         elif name == "append":
             _, r, n, term = op
             first, last = mem.first_index(), mem.last_index()

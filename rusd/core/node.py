@@ -16,6 +16,20 @@ from rusd.core import alarms, codec, errors
 from rusd.core.alarms import AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType
 from rusd.core.compactor import AutoCompactor, CompactionPolicy
 from rusd.core.errors import EtcdError
+from rusd.core.lease import lessor as leases
+from rusd.core.lease.lessor import IdGenerator, Lessor, min_lease_ttl
+from rusd.core.lease.types import (
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse,
+    LeaseLeasesRequest,
+    LeaseLeasesResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
+    LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+)
 from rusd.core.log import Entry
 from rusd.core.mvcc import store, validate
 from rusd.core.mvcc.backend import KVBackend, KVReader
@@ -39,10 +53,20 @@ from rusd.core.single_log import LogReady, SingleMemberLog
 META_APPLIED_INDEX = b"applied_index"
 META_TERM = b"term"
 
-WriteRequest: TypeAlias = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | AlarmRequest
+WriteRequest: TypeAlias = (
+    PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | AlarmRequest
+    | LeaseGrantRequest | LeaseRevokeRequest
+)
+# Answered by the leader's lessor without a log entry (Member.local).
+LocalRequest: TypeAlias = LeaseKeepAliveRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest
+LOCAL_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
 Response: TypeAlias = (
     RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse | CompactionResponse | AlarmResponse
+    | LeaseGrantResponse | LeaseRevokeResponse | LeaseKeepAliveResponse | LeaseTimeToLiveResponse
+    | LeaseLeasesResponse
 )
+# etcd's quota estimate for a lease grant (etcdserver/quota.go leaseOverhead).
+LEASE_OVERHEAD = 64
 Result: TypeAlias = Response | EtcdError
 
 
@@ -57,7 +81,7 @@ class Proposal:
 
 for _number, _cls in enumerate(
     (Proposal, PutRequest, DeleteRangeRequest, TxnRequest, RangeRequest, Compare, CompactionRequest,
-     AlarmRequest, KeyValue),
+     AlarmRequest, KeyValue, LeaseGrantRequest, LeaseRevokeRequest),
     start=1,
 ):
     codec.register(_number, _cls)
@@ -80,6 +104,14 @@ class MemberConfig:
     quota_backend_bytes: int = 0
     snapshot_count: int = 100_000
     compaction: CompactionPolicy = field(default_factory=lambda: CompactionPolicy("periodic", 0))
+    # --heartbeat-interval and the election timeout in ticks: the minimum lease TTL
+    # and the lease refresh on promotion derive from them, as in etcd.
+    heartbeat_ms: int = 100
+    election_ticks: int = 10
+
+    @property
+    def election_timeout(self) -> float:
+        return self.election_ticks * self.heartbeat_ms / 1000
 
 
 @dataclass
@@ -135,6 +167,7 @@ class _ReadOnly:
 
     def __init__(self, view: KVReader) -> None:
         self.get_meta = view.get_meta
+        self.meta_items = view.meta_items
         self.get = view.get
         self.range = view.range
         self.history = view.history
@@ -144,6 +177,9 @@ class _ReadOnly:
 
     def put_meta(self, name: bytes, value: bytes) -> None:
         raise AssertionError("read-only txn wrote meta")
+
+    def delete_meta(self, name: bytes) -> None:
+        raise AssertionError("read-only txn deleted meta")
 
     def write(self, sub: int, kv: KeyValue) -> None:
         raise AssertionError("read-only txn wrote a key")
@@ -171,7 +207,11 @@ def is_read(req: object) -> bool:
 class Member:
     """A single-member etcd: requests become log entries; applying them answers."""
 
-    def __init__(self, config: MemberConfig, view: KVReader, replay: list[Entry], now: float) -> None:
+    def __init__(
+        self, config: MemberConfig, view: KVReader, replay: list[Entry], now: float, unix_ms: int = 0
+    ) -> None:
+        """`now` is the driver's clock (seconds); `unix_ms` the wall clock in
+        milliseconds, which seeds the lease id generator as etcd's idutil does."""
         self.config = config
         # A fresh member bootstraps at term 1 and wins its first election at term 2,
         # as etcd does; each restart is one more election.
@@ -182,6 +222,20 @@ class Member:
         self._waiting: set[int] = set()
         self._responses: list[tuple[int, Result]] = []
         self._log_compacted = self.log.applied_index
+        self._now = now
+        self._ids = IdGenerator(config.member.id, unix_ms)
+        self.lessor = Lessor(min_lease_ttl(config.election_ticks, config.heartbeat_ms))
+        for lease_id, ttl in leases.load(view):
+            self.lessor.restore(lease_id, ttl)
+        if len(self.lessor):
+            # Attachments are not stored: each key's lease field is the truth.
+            for kv in view.range(b"", b""):
+                if kv.lease and self.lessor.exists(kv.lease):
+                    self.lessor.attach(kv.lease, kv.key)
+        # This member leads from the start: it expires leases, each given its full
+        # TTL again (plus an election timeout, as etcd's Promote) from now.
+        self.lessor.promote(now, config.election_timeout)
+        self._revoking: set[int] = set()
         # A new term starts with an empty entry, as a Raft leader's does: it makes
         # the new term durable before anything is acknowledged in it.
         self.log.propose(b"")
@@ -205,7 +259,33 @@ class Member:
         except EtcdError as e:
             self._responses.append((req_id, e))
             return
+        if isinstance(req, LeaseGrantRequest) and req.id == 0:
+            # The id is chosen before proposing, so every member applies the same one.
+            lease_id = self._ids.next_lease_id()
+            while self.lessor.exists(lease_id):
+                lease_id = self._ids.next_lease_id()
+            req = LeaseGrantRequest(ttl=req.ttl, id=lease_id)
         self._propose(req_id, req)
+
+    def local(self, req_id: int, req: LocalRequest, now: float) -> None:
+        """A lease request the leader answers alone (no log entry); the answer comes
+        in the next Ready's responses."""
+        self._responses.append((req_id, self.answer_local(req, now)))
+
+    def answer_local(self, req: LocalRequest, now: float) -> Response:
+        self._now = max(self._now, now)
+        if isinstance(req, LeaseKeepAliveRequest):
+            try:
+                return LeaseKeepAliveResponse(req.id, self.lessor.renew(req.id, now))
+            except EtcdError:
+                return LeaseKeepAliveResponse(req.id, 0)
+        if isinstance(req, LeaseTimeToLiveRequest):
+            try:
+                remaining, granted, keys = self.lessor.time_to_live(req.id, now)
+            except EtcdError:
+                return LeaseTimeToLiveResponse(req.id, -1)
+            return LeaseTimeToLiveResponse(req.id, remaining, granted, keys if req.keys else ())
+        return LeaseLeasesResponse(tuple(self.lessor.leases()))
 
     def _propose(self, req_id: int, req: WriteRequest) -> None:
         self._waiting.add(req_id)
@@ -217,6 +297,8 @@ class Member:
             self.check_quota(alarms.put_cost(req), backend_size)
         elif isinstance(req, TxnRequest):
             self.check_quota(alarms.txn_cost(req), backend_size)
+        elif isinstance(req, LeaseGrantRequest):
+            self.check_quota(LEASE_OVERHEAD, backend_size)
 
     def check_quota(self, cost: int, backend_size: int) -> None:
         """Refuse a write that would pass the quota, and raise the NOSPACE alarm."""
@@ -234,10 +316,16 @@ class Member:
         return any(a.alarm == AlarmType.NOSPACE for a in self.alarms)
 
     def tick(self, now: float, revision: int) -> None:
-        """Time passes: maybe start an auto-compaction."""
+        """Time passes: maybe start an auto-compaction; revoke expired leases (each
+        proposed once, until its revocation is applied)."""
+        self._now = max(self._now, now)
         target = self.compactor.tick(now, revision)
         if target is not None:
             self._propose_internal(CompactionRequest(target))
+        for lease_id in self.lessor.expired(now):
+            if lease_id not in self._revoking:
+                self._revoking.add(lease_id)
+                self._propose_internal(LeaseRevokeRequest(lease_id))
 
     def ready(self) -> Ready:
         lrd = self.log.ready()
@@ -247,8 +335,11 @@ class Member:
         responses, self._responses = self._responses, []
         return Ready(lrd.entries, lrd.committed, responses, compact_to, lrd)
 
-    def apply(self, backend: KVBackend, entries: list[Entry]) -> Applied:
-        """Apply committed entries through the open batch."""
+    def apply(self, backend: KVBackend, entries: list[Entry], now: float | None = None) -> Applied:
+        """Apply committed entries through the open batch. `now` (default: the last
+        time handed in) starts the expiry of leases granted here."""
+        if now is not None:
+            self._now = max(self._now, now)
         answers: list[tuple[int, Result]] = []
         events: list[Event] = []
         for entry in entries:
@@ -268,23 +359,42 @@ class Member:
         return Applied(answers, events)
 
     def _apply_one(self, backend: KVBackend, req: WriteRequest, events: list[Event]) -> Response:
-        leases = NotFoundLeases()
+        book = self.lessor
         if isinstance(req, PutRequest):
             if self.nospace:
                 raise EtcdError(errors.NO_SPACE)
-            return store.put(backend, leases, req, events)
+            return store.put(backend, book, req, events)
         if isinstance(req, DeleteRangeRequest):
-            return store.delete_range(backend, leases, req, events)
+            return store.delete_range(backend, book, req, events)
         if isinstance(req, TxnRequest):
             if self.nospace and alarms.txn_cost(req) > 0:
                 raise EtcdError(errors.NO_SPACE)
-            return store.txn(backend, leases, req, events)
+            return store.txn(backend, book, req, events)
         if isinstance(req, CompactionRequest):
             store.compact(backend, req.revision)
             return CompactionResponse(revision=store.current_revision(backend))
+        if isinstance(req, LeaseGrantRequest):
+            if self.nospace:
+                raise EtcdError(errors.NO_SPACE)
+            lease = self.lessor.grant(req.id, req.ttl, self._now)
+            leases.save(backend, lease.id, lease.ttl)
+            return LeaseGrantResponse(store.current_revision(backend), lease.id, lease.ttl)
+        if isinstance(req, LeaseRevokeRequest):
+            return self._revoke(backend, req.id, events)
         touched = alarms.apply(backend, req)
         self.alarms = alarms.load(backend)
         return AlarmResponse(revision=store.current_revision(backend), alarms=touched)
+
+    def _revoke(self, backend: KVBackend, lease_id: int, events: list[Event]) -> LeaseRevokeResponse:
+        """Delete the lease's keys, all in one revision and in key order, then the lease."""
+        self._revoking.discard(lease_id)
+        keys = self.lessor.revoke(lease_id)
+        txn = store.WriteTxn(backend, self.lessor)
+        for key in keys:
+            txn.delete_range(key, None)
+        txn.end(events)
+        leases.remove(backend, lease_id)
+        return LeaseRevokeResponse(store.current_revision(backend))
 
     def advance(self, rd: Ready) -> None:
         self.log.advance(rd._log)

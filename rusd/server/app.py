@@ -115,6 +115,8 @@ def member_config(config: ServerConfig, identity: Identity) -> MemberConfig:
         quota_backend_bytes=config.quota_backend_bytes,
         snapshot_count=config.snapshot_count,
         compaction=CompactionPolicy(mode, config.auto_compaction_retention),
+        heartbeat_ms=config.heartbeat_interval_ms,
+        election_ticks=config.election_ticks,
     )
 
 
@@ -147,7 +149,7 @@ async def _serve(config: ServerConfig, runtime: Runtime) -> None:
             ("grpc.so_reuseport", 0),
         ]
     )
-    services.register(server, runtime)
+    services.register(server, runtime, watch_progress_interval=config.watch_progress_notify_interval)
     for url in config.listen_client_urls:
         address = f"{url.host}:{url.port}"
         try:

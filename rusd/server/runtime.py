@@ -24,7 +24,7 @@ from rusd.core import errors
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc.types import Event, RangeRequest, TxnRequest
-from rusd.core.node import Member, MemberConfig, Result, WriteRequest, serve_read
+from rusd.core.node import LOCAL_REQUESTS, LocalRequest, Member, MemberConfig, Result, WriteRequest, serve_read
 from rusd.storage.lmdb import LmdbStore, LmdbView
 
 log = logging.getLogger("rusd.runtime")
@@ -54,13 +54,13 @@ class Runtime:
         view = store.snapshot()
         applied = mvcc.get_int(view, b"applied_index")
         replay = view.entries(applied + 1, view.last_index() + 1)
-        self.member = Member(config, view, replay, clock())
+        self.member = Member(config, view, replay, clock(), unix_ms=time.time_ns() // 1_000_000)
         self._revision = mvcc.current_revision(view)
         self._size = view.size()
         self._view: LmdbView | None = view
         self._view_changed = asyncio.Event()
         self._cond = threading.Condition()
-        self._inbox: list[tuple[int, WriteRequest | _Defragment]] = []
+        self._inbox: list[tuple[int, WriteRequest | LocalRequest | _Defragment]] = []
         self._stopping = False
         self._failed: BaseException | None = None
         self._futures: dict[int, asyncio.Future[Result | None]] = {}
@@ -84,10 +84,17 @@ class Runtime:
         assert result is not None
         return result
 
+    async def local(self, req: LocalRequest) -> Result:
+        """A leader-local lease request (keepalive, time-to-live, list): answered by the
+        Member in the writer thread, without a log entry."""
+        result = await self._enqueue(req)
+        assert result is not None
+        return result
+
     async def defragment(self) -> None:
         await self._enqueue(_Defragment())
 
-    async def _enqueue(self, req: WriteRequest | _Defragment) -> Result | None:
+    async def _enqueue(self, req: WriteRequest | LocalRequest | _Defragment) -> Result | None:
         if self._failed is not None or self._stopping:
             return EtcdError(errors.STOPPED)
         assert self._loop is not None
@@ -198,7 +205,9 @@ class Runtime:
                 next_tick = now + self._tick_interval
             defrags = [req_id for req_id, req in inbox if isinstance(req, _Defragment)]
             for req_id, req in inbox:
-                if not isinstance(req, _Defragment):
+                if isinstance(req, LOCAL_REQUESTS):
+                    self.member.local(req_id, req, now)
+                elif not isinstance(req, _Defragment):
                     self.member.submit(req_id, req, self._size)
             self._turn()
             if defrags:
@@ -221,7 +230,7 @@ class Runtime:
             batch = self.store.begin()
             try:
                 batch.append_entries(rd.entries)
-                applied = self.member.apply(batch, rd.committed)
+                applied = self.member.apply(batch, rd.committed, self._clock())
                 answers.extend(applied.answers)
                 events = applied.events
                 if rd.compact_log_to:

@@ -20,6 +20,7 @@ from rusd.core.mvcc import types as t
 from rusd.core.node import Result, WriteRequest, check_request, is_read
 from rusd.server import convert
 from rusd.server.runtime import Runtime
+from rusd.server.watch_service import WatchService
 
 # The etcd API version this server speaks (what Status.version reports).
 ETCD_API_VERSION = "3.4.0"
@@ -191,13 +192,29 @@ class HealthService(health_pb2_grpc.HealthServicer):
         await self.rt.stopped()
 
 
-def register(server: grpc.aio.Server, runtime: Runtime) -> None:
+def register(server: grpc.aio.Server, runtime: Runtime, watch_progress_interval: float = 600.0) -> None:
+    from rusd.server.lease_service import LeaseService  # it builds on _Base, defined here
+
     adders: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
         (pb_grpc.add_KVServicer_to_server, KVService(runtime)),
         (pb_grpc.add_MaintenanceServicer_to_server, MaintenanceService(runtime)),
         (pb_grpc.add_ClusterServicer_to_server, ClusterService(runtime)),
         (health_pb2_grpc.add_HealthServicer_to_server, HealthService(runtime)),
+        (pb_grpc.add_LeaseServicer_to_server, LeaseService(runtime)),
     ]
     for add, servicer in adders:
         add(servicer, server)
+    _register_watch(server, runtime, watch_progress_interval)
+
+
+def _register_watch(server: grpc.aio.Server, runtime: Runtime, progress_interval: float) -> None:
+    watch = WatchService(runtime, progress_interval)
+    pb_grpc.add_WatchServicer_to_server(watch, server)
+    earlier = runtime.on_events
+
+    def on_events(events: list[t.Event]) -> None:
+        earlier(events)
+        watch.on_events(events)
+
+    runtime.on_events = on_events
 

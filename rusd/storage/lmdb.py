@@ -4,7 +4,8 @@ One environment, five named sub-databases, so one commit (one fsync) persists th
 entries and the applied state together, and any process can answer a Range, latest or
 historical, straight from the file (no index is rebuilt at startup):
 
-- ``meta``:    b"u" + name -> value (the KVBackend meta table); b"i" + name -> this
+- ``meta``:    b"u" + name -> value (the KVBackend meta table, leases included:
+  b"ulease/" + be64(id) -> be64(ttl)); b"i" + name -> this
   module's own records (format marker, first log index).
 - ``latest``:  K(key) -> the key's current KeyValue (live keys only).
 - ``history``: K(key) + be64(mod_revision) -> (sub, KeyValue), tombstones included.
@@ -314,6 +315,16 @@ class _Reader:
             return None  # put_meta refuses such names
         return self._txn.get(_USER + name, db=self._meta)
 
+    def meta_items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        start = _USER + prefix
+        cur = self._txn.cursor(self._meta)
+        if not cur.set_range(start):
+            return
+        for k, v in cur.iternext():
+            if not k.startswith(start):
+                return
+            yield k[len(_USER) :], v
+
     def get(self, key: bytes) -> KeyValue | None:
         lk = _encode_key(key)
         v = self._txn.get(lk, db=self._latest)
@@ -536,6 +547,14 @@ class LmdbBatch(_Reader):
             raise ValueError(f"meta name too long ({len(name)} bytes)")
         try:
             self._txn.put(_USER + name, value, db=self._meta)
+        except lmdb.Error as exc:
+            raise self._full(exc) from None
+
+    def delete_meta(self, name: bytes) -> None:
+        if len(name) > _MAX_META_NAME:
+            return  # put_meta refuses such names: there is nothing to drop
+        try:
+            self._txn.delete(_USER + name, db=self._meta)
         except lmdb.Error as exc:
             raise self._full(exc) from None
 

@@ -21,7 +21,7 @@ class MemoryBackend:
     """KVBackend over three sorted maps."""
 
     def __init__(self) -> None:
-        self._meta: dict[bytes, bytes] = {}
+        self._meta: SortedDict = SortedDict()  # name -> value
         self._latest: SortedDict = SortedDict()  # key -> KeyValue
         self._history: SortedDict = SortedDict()  # (key, main) -> (sub, KeyValue)
         self._changes: SortedDict = SortedDict()  # (main, sub) -> key
@@ -29,7 +29,15 @@ class MemoryBackend:
 
     # -- reads ---------------------------------------------------------------
     def get_meta(self, name: bytes) -> bytes | None:
-        return self._meta.get(name)
+        value: bytes | None = self._meta.get(name)
+        return value
+
+    def meta_items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        meta = self._meta
+        for name in list(meta.irange(prefix, None)):
+            if not name.startswith(prefix):
+                return
+            yield name, meta[name]
 
     def get(self, key: bytes) -> KeyValue | None:
         kv: KeyValue | None = self._latest.get(key)
@@ -71,6 +79,9 @@ class MemoryBackend:
     # -- writes --------------------------------------------------------------
     def put_meta(self, name: bytes, value: bytes) -> None:
         self._meta[name] = value
+
+    def delete_meta(self, name: bytes) -> None:
+        self._meta.pop(name, None)
 
     def write(self, sub: int, kv: KeyValue) -> None:
         main = kv.mod_revision

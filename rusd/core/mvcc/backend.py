@@ -27,6 +27,9 @@ class KVReader(Protocol):
     def get_meta(self, name: bytes) -> bytes | None:
         """The meta value stored under `name`, or None."""
 
+    def meta_items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Meta (name, value) pairs whose name starts with `prefix`, in name order."""
+
     def get(self, key: bytes) -> KeyValue | None:
         """The current value of a live key."""
 
@@ -54,6 +57,9 @@ class KVBackend(KVReader, Protocol):
 
     def put_meta(self, name: bytes, value: bytes) -> None:
         """Store a meta value."""
+
+    def delete_meta(self, name: bytes) -> None:
+        """Drop a meta value (nothing happens when there is none)."""
 
     def write(self, sub: int, kv: KeyValue) -> None:
         """Record a revision: a put, or a tombstone (version 0) that deletes the key."""

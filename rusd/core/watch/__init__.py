@@ -1,0 +1,1 @@
+"""Watches: streams of watchers fed by applied events, caught up from history."""

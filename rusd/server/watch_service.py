@@ -1,0 +1,153 @@
+"""The bidi Watch stream on grpc.aio, over the core's WatchHub.
+
+Per stream two tasks: a reader that turns WatchRequests into hub calls, and the
+handler itself, which writes the hub's responses one at a time as the client takes
+them (each `yield` waits for the transport), so a slow consumer only slows itself:
+its watchers fall back to "unsynced" in the hub and are caught up from the store
+when it reads again. The hub is fed by the runtime's `on_events` hook, in the loop
+thread, after the snapshot holding those revisions is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from rusd.api.etcdserverpb import rpc_pb2 as pb
+from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from rusd.api.mvccpb import kv_pb2
+from rusd.core.mvcc.types import Event
+from rusd.core.watch.hub import CreateRequest, WatchHub, WatchResponse
+from rusd.server import convert
+from rusd.server.runtime import Runtime
+
+
+def create_request(r: pb.WatchCreateRequest) -> CreateRequest:
+    return CreateRequest(
+        key=r.key,
+        range_end=r.range_end,
+        start_revision=r.start_revision,
+        progress_notify=r.progress_notify,
+        filters=tuple(int(f) for f in r.filters),
+        prev_kv=r.prev_kv,
+        watch_id=r.watch_id,
+        fragment=r.fragment,
+    )
+
+
+def _event(ev: Event) -> kv_pb2.Event:
+    out = kv_pb2.Event(
+        type=kv_pb2.Event.DELETE if ev.is_delete else kv_pb2.Event.PUT,
+        kv=convert.key_value(ev.kv),
+    )
+    if ev.prev_kv is not None:
+        out.prev_kv.CopyFrom(convert.key_value(ev.prev_kv))
+    return out
+
+
+class WatchService(pb_grpc.WatchServicer):
+    def __init__(
+        self,
+        runtime: Runtime,
+        progress_interval: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rt = runtime
+        self._clock = clock
+        self.hub = WatchHub(
+            progress_interval=progress_interval,
+            max_response_bytes=runtime.max_request_bytes,
+            size=lambda r: self.response(r).ByteSize(),
+        )
+        self._wake: dict[int, asyncio.Event] = {}
+        self._converted: dict[int, tuple[Event, kv_pb2.Event]] = {}
+
+    def on_events(self, events: list[Event]) -> None:
+        """Runtime hook (loop thread): queue for synced watchers, wake their streams."""
+        for sid in self.hub.on_events(events):
+            wake = self._wake.get(sid)
+            if wake is not None:
+                wake.set()
+
+    def response(self, r: WatchResponse) -> pb.WatchResponse:
+        member = self.rt.member
+        return pb.WatchResponse(
+            header=pb.ResponseHeader(
+                cluster_id=self.rt.config.cluster_id,
+                member_id=member.member_id,
+                revision=r.revision,
+                raft_term=member.term,
+            ),
+            watch_id=r.watch_id,
+            created=r.created,
+            canceled=r.canceled,
+            compact_revision=r.compact_revision,
+            cancel_reason=r.cancel_reason,
+            fragment=r.fragment,
+            events=[self._event(ev) for ev in r.events],
+        )
+
+    def _event(self, ev: Event) -> kv_pb2.Event:
+        # Watchers of one revision share its Event objects: convert each once.
+        cache = self._converted
+        hit = cache.get(id(ev))
+        if hit is not None and hit[0] is ev:
+            return hit[1]
+        out = _event(ev)
+        if len(cache) >= 8192:
+            cache.clear()
+        cache[id(ev)] = (ev, out)
+        return out
+
+    async def Watch(
+        self, request_iterator: AsyncIterator[pb.WatchRequest], context: Any
+    ) -> AsyncIterator[pb.WatchResponse]:
+        hub = self.hub
+        sid = hub.open_stream(self._clock())
+        wake = asyncio.Event()
+        self._wake[sid] = wake
+        reader = asyncio.create_task(self._read(sid, request_iterator, wake))
+        try:
+            while True:
+                wake.clear()
+                view = await self.rt.snapshot()
+                # No await between taking the snapshot and using it: the runtime
+                # closes a snapshot when it publishes the next one.
+                resp = hub.next_response(sid, view)
+                if resp is not None:
+                    yield self.response(resp)
+                    continue
+                if reader.done() and reader.exception() is not None:
+                    return
+                deadline = hub.next_deadline(sid)
+                timeout = None if deadline is None else max(0.0, deadline - self._clock())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout)
+                hub.tick(sid, self._clock())
+        finally:
+            reader.cancel()
+            self._wake.pop(sid, None)
+            hub.close_stream(sid)
+
+    async def _read(self, sid: int, requests: AsyncIterator[pb.WatchRequest], wake: asyncio.Event) -> None:
+        hub = self.hub
+        try:
+            async for req in requests:
+                which = req.WhichOneof("request_union")
+                if which == "create_request":
+                    view = await self.rt.snapshot()
+                    hub.create(sid, create_request(req.create_request), view)
+                elif which == "cancel_request":
+                    hub.cancel(sid, req.cancel_request.watch_id)
+                elif which == "progress_request":
+                    hub.request_progress(sid)
+                else:
+                    continue
+                wake.set()
+        finally:
+            # A client that only half-closes keeps receiving, as from etcd; the
+            # handler ends when the RPC does.
+            wake.set()
