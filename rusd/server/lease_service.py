@@ -15,10 +15,10 @@ from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from rusd.core.lease import types as lt
 from rusd.core.mvcc import store as mvcc
-from rusd.server.services import _Base
+from rusd.server.base import ServiceBase
 
 
-class LeaseService(_Base, pb_grpc.LeaseServicer):
+class LeaseService(ServiceBase, pb_grpc.LeaseServicer):
     async def _current_header(self) -> pb.ResponseHeader:
         view = await self.rt.snapshot()
         return self.header(mvcc.current_revision(view))

@@ -4,78 +4,27 @@ back. No decisions are made here beyond etcd's wire-level checks (message size).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import grpc
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from rusd.api.health import health_pb2, health_pb2_grpc
-from rusd.core import errors
 from rusd.core.alarms import AlarmResponse
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import hashing
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc import types as t
-from rusd.core.node import Result, WriteRequest, check_request, is_read
+from rusd.core.node import is_read
 from rusd.server import convert
+from rusd.server.base import ETCD_API_VERSION, ServiceBase, abort
+from rusd.server.lease_service import LeaseService
 from rusd.server.runtime import Runtime
 from rusd.server.watch_service import WatchService
 
-# The etcd API version this server speaks (what Status.version reports).
-ETCD_API_VERSION = "3.4.0"
-# What etcd's InternalRaftRequest adds around a request: a header with a 64-bit id
-# plus the field tags and lengths.
-_RAFT_ENVELOPE_BYTES = 16
 
-_STATUS = {code.value[0]: code for code in grpc.StatusCode}
-
-R = TypeVar("R")
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: EtcdError) -> NoReturn:
-    await context.abort(_STATUS[int(err.code)], err.message)
-    raise AssertionError("unreachable")
-
-
-class _Base:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-
-    def header(self, revision: int) -> pb.ResponseHeader:
-        member = self.rt.member
-        return pb.ResponseHeader(
-            cluster_id=self.rt.config.cluster_id,
-            member_id=member.member_id,
-            revision=revision,
-            raft_term=member.term,
-        )
-
-    async def answer(
-        self,
-        result: Result,
-        expected: type[R],
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> R:
-        if isinstance(result, EtcdError):
-            await _abort(context, result)
-        assert isinstance(result, expected)
-        return result
-
-    async def check_size(
-        self, request: Any, req: WriteRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        """etcd refuses a proposal whose encoded size passes --max-request-bytes, but
-        only after its gRPC handler has checked the request itself."""
-        if request.ByteSize() + _RAFT_ENVELOPE_BYTES > self.rt.max_request_bytes:
-            try:
-                check_request(req, self.rt.config.max_txn_ops)
-            except EtcdError as e:
-                await _abort(context, e)
-            await _abort(context, EtcdError(errors.REQUEST_TOO_LARGE))
-
-
-class KVService(_Base, pb_grpc.KVServicer):
+class KVService(ServiceBase, pb_grpc.KVServicer):
     async def Range(self, request: pb.RangeRequest, context: Any) -> pb.RangeResponse:
         result = await self.rt.read(convert.range_request(request))
         r = await self.answer(result, t.RangeResponse, context)
@@ -111,7 +60,7 @@ class KVService(_Base, pb_grpc.KVServicer):
         return pb.CompactionResponse(header=self.header(r.revision))
 
 
-class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
+class MaintenanceService(ServiceBase, pb_grpc.MaintenanceServicer):
     async def Alarm(self, request: pb.AlarmRequest, context: Any) -> pb.AlarmResponse:
         result = await self.rt.write(convert.alarm_request(request))
         r = await self.answer(result, AlarmResponse, context)
@@ -148,7 +97,7 @@ class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
         try:
             crc, compacted, rev = hashing.hash_kv(view, request.revision)
         except EtcdError as e:
-            await _abort(context, e)
+            await abort(context, e)
         return pb.HashKVResponse(
             header=self.header(mvcc.current_revision(view)),
             hash=crc,
@@ -157,7 +106,7 @@ class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
         )
 
 
-class ClusterService(_Base, pb_grpc.ClusterServicer):
+class ClusterService(ServiceBase, pb_grpc.ClusterServicer):
     async def MemberList(self, request: pb.MemberListRequest, context: Any) -> pb.MemberListResponse:
         info = self.rt.config.member
         member = pb.Member(
@@ -193,8 +142,6 @@ class HealthService(health_pb2_grpc.HealthServicer):
 
 
 def register(server: grpc.aio.Server, runtime: Runtime, watch_progress_interval: float = 600.0) -> None:
-    from rusd.server.lease_service import LeaseService  # it builds on _Base, defined here
-
     adders: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
         (pb_grpc.add_KVServicer_to_server, KVService(runtime)),
         (pb_grpc.add_MaintenanceServicer_to_server, MaintenanceService(runtime)),
