@@ -16,11 +16,8 @@ class Entry:
     data: bytes
 
 
-class LogStore(Protocol):
-    """Durable log entries. Indexes are contiguous from first_index() to last_index()."""
-
-    def append_entries(self, entries: Sequence[Entry]) -> None:
-        """Store entries; any stored entry at or after entries[0].index is replaced."""
+class LogReader(Protocol):
+    """The read half of a log: what a snapshot of the storage can answer."""
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
         """Entries with lo <= index < hi (those present)."""
@@ -30,6 +27,13 @@ class LogStore(Protocol):
 
     def last_index(self) -> int:
         """Index of the last stored entry (0 when nothing was ever stored)."""
+
+
+class LogStore(LogReader, Protocol):
+    """Durable log entries. Indexes are contiguous from first_index() to last_index()."""
+
+    def append_entries(self, entries: Sequence[Entry]) -> None:
+        """Store entries; any stored entry at or after entries[0].index is replaced."""
 
     def compact_log(self, upto: int) -> None:
         """Drop entries with index <= upto (they are applied and no longer needed)."""

@@ -30,7 +30,7 @@ from rusd.core.lease.types import (
     LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse,
 )
-from rusd.core.log import Entry
+from rusd.core.log import Entry, LogReader
 from rusd.core.mvcc import store, validate
 from rusd.core.mvcc.backend import KVBackend, KVReader
 from rusd.core.mvcc.types import (
@@ -197,6 +197,13 @@ def check_request(req: WriteRequest, max_txn_ops: int) -> None:
         validate.check_delete(req)
     elif isinstance(req, TxnRequest):
         validate.check_txn(req, max_txn_ops)
+
+
+def unapplied_entries(view: KVReader, log: LogReader) -> list[Entry]:
+    """Durable entries after the applied index: committed but not applied before a
+    crash; a restarted Member applies them first."""
+    applied = store.get_int(view, META_APPLIED_INDEX)
+    return log.entries(applied + 1, log.last_index() + 1)
 
 
 def is_read(req: object) -> bool:

@@ -24,7 +24,16 @@ from rusd.core import errors
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc.types import Event, RangeRequest, TxnRequest
-from rusd.core.node import LOCAL_REQUESTS, LocalRequest, Member, MemberConfig, Result, WriteRequest, serve_read
+from rusd.core.node import (
+    LOCAL_REQUESTS,
+    LocalRequest,
+    Member,
+    MemberConfig,
+    Result,
+    WriteRequest,
+    serve_read,
+    unapplied_entries,
+)
 from rusd.storage.lmdb import LmdbStore, LmdbView
 
 log = logging.getLogger("rusd.runtime")
@@ -52,8 +61,7 @@ class Runtime:
         self._clock = clock
         self._tick_interval = tick_interval
         view = store.snapshot()
-        applied = mvcc.get_int(view, b"applied_index")
-        replay = view.entries(applied + 1, view.last_index() + 1)
+        replay = unapplied_entries(view, view)
         self.member = Member(config, view, replay, clock(), unix_ms=time.time_ns() // 1_000_000)
         self._revision = mvcc.current_revision(view)
         self._size = view.size()

@@ -20,7 +20,7 @@ from rusd.core.mvcc.types import (
     RangeResponse,
     TxnRequest,
 )
-from rusd.core.node import Member, MemberConfig, MemberInfo, Result, WriteRequest, serve_read
+from rusd.core.node import Member, MemberConfig, MemberInfo, Result, WriteRequest, serve_read, unapplied_entries
 from rusd.storage.memory import MemoryBackend, MemoryLog
 
 INFO = MemberInfo(1, "m", ("http://127.0.0.1:2380",), ("http://127.0.0.1:2379",))
@@ -34,8 +34,7 @@ class Disk:
         self.log = MemoryLog()
 
     def member(self, now: float = 0.0, **config: object) -> Member:
-        applied = store.get_int(self.backend, b"applied_index")
-        replay = self.log.entries(applied + 1, self.log.last_index() + 1)
+        replay = unapplied_entries(self.backend, self.log)
         return Member(MemberConfig(INFO, 9, **config), self.backend, replay, now)  # type: ignore[arg-type]
 
     def turn(self, member: Member) -> list[tuple[int, Result]]:
