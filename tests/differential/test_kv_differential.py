@@ -22,8 +22,6 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -52,23 +50,6 @@ def call(stub: pb_grpc.KVStub, op: Op) -> Outcome:
         return "ok", getattr(stub, op.method)(op.request, timeout=RPC_TIMEOUT)
     except grpc.RpcError as e:
         return "error", (e.code(), e.details())
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[servers.ServerProcess, servers.ServerProcess]]:
-    (tmp_path / "etcd").mkdir()
-    (tmp_path / "rusd").mkdir()
-    etcd = servers.etcd(tmp_path / "etcd").start()
-    try:
-        rusd = servers.rusd(tmp_path / "rusd").start()
-    except BaseException:
-        etcd.stop()
-        raise
-    try:
-        yield etcd, rusd
-    finally:
-        rusd.stop()
-        etcd.stop()
 
 
 def describe(outcome: Outcome) -> str:

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import pytest
@@ -112,23 +111,6 @@ def per_watcher(side: Side) -> dict[tuple[int, int], list[tuple[object, ...]]]:
             if r.canceled and not r.created:
                 items.append(("canceled", r.compact_revision))
     return out
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[servers.ServerProcess, servers.ServerProcess]]:
-    (tmp_path / "etcd").mkdir()
-    (tmp_path / "rusd").mkdir()
-    etcd = servers.etcd(tmp_path / "etcd").start()
-    try:
-        rusd = servers.rusd(tmp_path / "rusd").start()
-    except BaseException:
-        etcd.stop()
-        raise
-    try:
-        yield etcd, rusd
-    finally:
-        rusd.stop()
-        etcd.stop()
 
 
 def random_range(rng: random.Random) -> tuple[bytes, bytes]:
