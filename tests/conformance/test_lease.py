@@ -11,6 +11,7 @@ own value is checked against the granted TTL.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +178,22 @@ def test_unknown_lease(pair: Pair) -> None:
     r = pair.ctl("put", "--lease", UNKNOWN, "lease3/k", "v")
     assert (r.rc, r.err.splitlines()[-1]) == (1, "Error: etcdserver: requested lease not found")
     assert pair.ctl("get", "lease3/k").out == ""
+
+
+
+def test_keep_alive_stream_until_revoked(pair: Pair, ids: LeaseIds) -> None:
+    """`etcdctl lease keep-alive` (no --once) renews every TTL/3 over one stream and
+    stops by itself once the lease is revoked elsewhere. How many renewals each
+    printed depends on timing, so repeated lines are collapsed before comparing."""
+    grant(pair, ids, "3")
+    servers = (pair.rusd, pair.etcd)
+    procs = [_start(s.endpoint, ("lease", "keep-alive", format(ids.by_endpoint[s.endpoint][0], "x"))) for s in servers]
+    time.sleep(2.5)  # one renewal per second (TTL/3): at least two each
+    ctl_each(pair, ids, 1, "lease", "revoke", "{id}")
+    seen = []
+    for proc, ident in zip(procs, pair.ids(), strict=True):
+        out = Pair.normalise(_finish(proc, b"", timeout=15), ident, ids)
+        lines = out.out.splitlines()
+        assert out.rc == 0 and len(lines) >= 3, out
+        seen.append([line for n, line in enumerate(lines) if n == 0 or line != lines[n - 1]])
+    assert seen[0] == seen[1] == ["lease <LA> keepalived with TTL(3)", "lease <LA> expired or revoked."]
