@@ -36,8 +36,13 @@ VALUES = [b"", b"v", b"w", b"x", b"\x00", b"\xff", b"vv", b"a/1"]
 MAX_REQUEST_BYTES = 1572864  # etcd's default --max-request-bytes, also rusd's
 MAX_TXN_OPS = 128
 
-# A lease id no server has granted (rusd has no lessor yet; etcd: none granted).
+# Lease ids nothing ever grants.
 UNKNOWN_LEASES = [1, 7, 0x7FFF_FFFF_FFFF_FFFF, -1, 123456789]
+# Client-chosen lease ids that LeaseGrant ops use (server-chosen ids would differ),
+# so puts can attach keys and revokes delete them on both servers alike. TTLs are
+# long enough that nothing expires during a run.
+LEASES = [0x100, 0x101, 0x102]
+LEASE_TTLS = [3600, 7200, 9_000_000_001]
 
 # Invalid enum numbers (proto3 enums are open, they reach the server).
 INVALID_ENUM = 7
@@ -55,8 +60,9 @@ def prefix_end(key: bytes) -> bytes:
 
 @dataclass
 class Op:
-    method: str  # KV rpc name
+    method: str  # rpc name
     request: Message
+    service: str = "KV"  # or "Lease"
 
 
 @dataclass
@@ -184,6 +190,8 @@ class OpGenerator:
             r.value = b""
         elif x < 0.21:
             r.lease = self.rng.choice(UNKNOWN_LEASES)  # lease not found
+        elif x < 0.31:
+            r.lease = self.rng.choice(LEASES)  # granted, or not (yet / any more)
         return r
 
     def delete_request(self) -> pb.DeleteRangeRequest:
@@ -210,7 +218,7 @@ class OpGenerator:
             pb.Compare.CREATE: lambda: setattr(c, "create_revision", self.small_rev()),
             pb.Compare.MOD: lambda: setattr(c, "mod_revision", self.small_rev()),
             pb.Compare.VALUE: lambda: setattr(c, "value", self.value()),
-            pb.Compare.LEASE: lambda: setattr(c, "lease", self.rng.choice([0, 0, 1, -1])),
+            pb.Compare.LEASE: lambda: setattr(c, "lease", self.rng.choice([0, 0, 1, -1, *LEASES])),
         }
         setters.get(member, setters[pb.Compare.VALUE])()
         return c
@@ -354,7 +362,20 @@ class OpGenerator:
             return self.oversize()
         if x < 0.937:
             return self.near_limit_put()
+        if x < 0.95:
+            return self.lease_op()
         return self.bad_request()
+
+    def lease_op(self) -> Op:
+        """Grant (new or existing id, or a too large TTL), revoke (attached keys go in
+        one revision), TimeToLive (the remaining TTL is compared loosely)."""
+        x = self.rng.random()
+        lease_id = self.rng.choice(LEASES)
+        if x < 0.45:
+            return Op("LeaseGrant", pb.LeaseGrantRequest(ID=lease_id, TTL=self.rng.choice(LEASE_TTLS)), "Lease")
+        if x < 0.75:
+            return Op("LeaseRevoke", pb.LeaseRevokeRequest(ID=self.rng.choice([*LEASES, 1])), "Lease")
+        return Op("LeaseTimeToLive", pb.LeaseTimeToLiveRequest(ID=lease_id, keys=self.chance(0.5)), "Lease")
 
     def bad_request(self) -> Op:
         """Empty keys everywhere, and requests that contradict themselves."""
