@@ -29,23 +29,25 @@ import rusd.storage.lmdb as lmdb_store
 from rusd.core.log import Entry
 from rusd.core.mvcc.types import KeyValue
 from rusd.storage.errors import StorageError
+from rusd.storage.lmdb import _TRUNC as TRUNC
 from rusd.storage.lmdb import LmdbBatch, LmdbStore, LmdbView
 from rusd.storage.memory import MemoryBackend, MemoryLog
 
 MAP_SIZE = 64 << 20
 
 K = b"k"
+T = TRUNC - 1  # a key of T plain bytes escapes to just under the truncation point
 # Keys that stress the encoding: NULs and 0xFF around prefixes, and long keys (the
-# escaped form crosses the 480-byte truncation point) that share long prefixes.
+# escaped form crosses the truncation point) that share long prefixes.
 SHORT_KEYS = [b"", b"\x00", b"\x00\x00", b"\x00\x01", b"a", b"a\x00", b"a\x00\x00", b"a\xff", b"\xff", b"\xff\xff"]
 LONG_KEYS = [
-    K * 479,  # escaped form just short: shares 479 bytes with the long keys below
-    K * 479 + b"\x00",  # the truncation point splits an escape pair
-    K * 479 + b"\x00\x00",
-    K * 479 + b"\x00" + b"z" * 100,
-    K * 479 + b"\x01",
-    K * 480,
-    K * 481,
+    K * T,  # escaped form just short: shares T bytes with the long keys below
+    K * T + b"\x00",  # the truncation point splits an escape pair
+    K * T + b"\x00\x00",
+    K * T + b"\x00" + b"z" * 100,
+    K * T + b"\x01",
+    K * (T + 1),
+    K * (T + 2),
     K * 599 + b"\x00",
     K * 600,
     K * 600 + b"\x00",
@@ -55,9 +57,9 @@ LONG_KEYS = [
     K * 4999 + b"l",
     K * 5000,
     K * 5000 + b"\x00",
-    b"\x00" * 239,  # escapes to 478 bytes: short
-    b"\x00" * 239 + b"\x01",
-    b"\x00" * 240,  # escapes to 480 bytes: long
+    b"\x00" * (TRUNC // 2 - 1),  # escapes to TRUNC - 2 bytes: short
+    b"\x00" * (TRUNC // 2 - 1) + b"\x01",
+    b"\x00" * (TRUNC // 2),  # escapes to TRUNC bytes: long
     b"\x00" * 300,
     b"\x00" * 300 + b"\x01",
     b"\xff" * 600,
@@ -168,9 +170,9 @@ def test_get_and_range_over_tricky_keys(h: Harness) -> None:
     for i, key in enumerate(order):
         got = r.get(key)
         assert got == kv(key, i + 2, value=b"value of %d" % i + key)
-    assert r.get(b"missing") is None and r.get(K * 700) is None and r.get(K * 479 + b"\x00\x01") is None
+    assert r.get(b"missing") is None and r.get(K * 700) is None and r.get(K * T + b"\x00\x01") is None
     assert [x.key for x in r.range(b"", b"")] == sorted(KEYS)
-    bounds = [*KEYS, K * 540, K * 479 + b"\x00\x01", b"\x00" * 250, b"b"]
+    bounds = [*KEYS, K * 540, K * T + b"\x00\x01", b"\x00" * 250, b"b"]
     for lo, end in itertools.product(bounds, [*bounds, b""]):
         assert [x.key for x in r.range(lo, end)] == expected_range(KEYS, lo, end), (lo[:8], len(lo), end[:8], len(end))
 
@@ -187,7 +189,7 @@ def test_range_with_end_at_or_below_key_is_empty(h: Harness) -> None:
 
 
 def test_history_ordering_and_bounds(h: Harness) -> None:
-    keys = [b"a", b"a\x00", b"b", K * 600, K * 600 + b"\x00", K * 479, K * 5000]
+    keys = [b"a", b"a\x00", b"b", K * 600, K * 600 + b"\x00", K * T, K * 5000]
     rev = 2
     written: list[tuple[bytes, int]] = []
     # interleave keys and revisions so LMDB insertion order is not key order
@@ -255,27 +257,31 @@ def test_remove_drops_one_revision(h: Harness) -> None:
     for sub, key in enumerate((b"a", K * 600)):
         h.w.write(sub, kv(key, 2))
         h.w.write(sub, kv(key, 3, version=2, create=2))
-    h.w.remove(b"a", 2)
-    h.w.remove(K * 600, 3)
+    h.w.remove(b"a", 2, 0)
+    h.w.remove(K * 600, 3, 1)
     r = h.reader()
     assert [(x.key, x.mod_revision) for _s, x in r.history(b"", b"")] == [(b"a", 3), (K * 600, 2)]
     assert [(x.key, x.mod_revision) for _s, x in r.changes(0)] == [(K * 600, 2), (b"a", 3)]
     assert r.get(b"a") == kv(b"a", 3, version=2, create=2)
     assert r.get(K * 600) == kv(K * 600, 3, version=2, create=2)  # latest is not compaction's business
-    for key, rev in ((b"a", 2), (b"zz", 1), (K * 600, 3), (K * 601, 2)):
+    for key, rev, sub in ((b"a", 2, 0), (b"a", 3, 1), (b"zz", 1, 0), (K * 600, 3, 1), (K * 601, 2, 1)):
         with pytest.raises(KeyError):
-            h.w.remove(key, rev)
+            h.w.remove(key, rev, sub)
 
 
-def test_rewriting_a_revision_replaces_it(h: Harness) -> None:
+def test_a_key_can_change_twice_in_one_revision(h: Harness) -> None:
+    """One txn may delete a key (a from-key delete escapes etcd's duplicate check) and
+    put it again: both changes are kept, in sub-revision order."""
     h.w.write(0, kv(b"a", 2, value=b"first"))
-    h.w.write(3, kv(b"a", 2, value=b"second"))
+    h.w.write(0, KeyValue(b"a", 0, 3, 0))
+    h.w.write(1, kv(b"a", 3, value=b"again"))
     r = h.reader()
-    assert [(s, x.value) for s, x in r.history(b"a", None)] == [(3, b"second")]
-    assert [(s, x.value) for s, x in r.changes(0)] == [(3, b"second")]
-    h.w.remove(b"a", 2)
+    assert [(x.mod_revision, s, x.version) for s, x in r.history(b"a", None)] == [(2, 0, 1), (3, 0, 0), (3, 1, 1)]
+    assert [(x.mod_revision, s, x.value) for s, x in r.changes(2)] == [(3, 0, b""), (3, 1, b"again")]
+    assert r.get(b"a") == kv(b"a", 3, value=b"again")
+    h.w.remove(b"a", 3, 0)
     r = h.reader()
-    assert list(r.history(b"", b"")) == [] and list(r.changes(0)) == []
+    assert [(x.mod_revision, s) for s, x in r.history(b"", b"")] == [(2, 0), (3, 1)]
 
 
 def test_values_and_fields_round_trip(h: Harness) -> None:
@@ -346,7 +352,7 @@ def test_sizes(h: Harness) -> None:
 # -- random sequences: LMDB must match the reference exactly ---------------------------
 
 POOL = [*SHORT_KEYS[1:], b"b", b"b\x00", *LONG_KEYS[::2], K * 600 + b"\x00\x00", K * 5000 + b"\x01"]
-BOUNDS = [b"", b"\x00", b"a\x00", b"b", K * 479 + b"\x00", K * 600, K * 600 + b"\x00\x01", K * 5000, b"\xff"]
+BOUNDS = [b"", b"\x00", b"a\x00", b"b", K * T + b"\x00", K * 600, K * 600 + b"\x00\x01", K * 5000, b"\xff"]
 META_NAMES = [b"revision", b"compact", b"\x00"]
 
 op_strategy = st.one_of(
@@ -400,10 +406,10 @@ def apply(ops: list[tuple[Any, ...]], mem: MemoryPair, store: LmdbStore) -> Lmdb
             for t in targets:
                 t.write(s, KeyValue(POOL[i], 0, rev, 0))
         elif name == "remove":
-            stored = [(x.key, x.mod_revision) for _s, x in mem.history(b"", b"")]
-            victim = stored[op[1] % len(stored)] if stored else (b"nope", 1)
+            stored = [(x.key, x.mod_revision, s) for s, x in mem.history(b"", b"")]
+            victim = stored[op[1] % len(stored)] if stored else (b"nope", 1, 0)
             if op[1] % 7 == 0:
-                victim = (victim[0] + b"?", victim[1])  # a revision that is not there
+                victim = (victim[0] + b"?", victim[1], victim[2])  # a revision that is not there
             outcomes = []
             for t in targets:
                 try:
@@ -597,7 +603,7 @@ def test_defragment_keeps_data_and_shrinks(tmp_path: Path) -> None:
         batch.commit()
         batch = store.begin()
         for i in range(1990):
-            batch.remove(b"key%05d" % i, 2)
+            batch.remove(b"key%05d" % i, 2, i)
         batch.commit()
         with store.snapshot() as view:
             size, in_use = view.size(), view.size_in_use()

@@ -184,7 +184,7 @@ class _ReadOnly:
     def write(self, sub: int, kv: KeyValue) -> None:
         raise AssertionError("read-only txn wrote a key")
 
-    def remove(self, key: bytes, mod_revision: int) -> None:
+    def remove(self, key: bytes, mod_revision: int, sub: int) -> None:
         raise AssertionError("read-only txn removed a key")
 
 

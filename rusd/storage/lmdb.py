@@ -8,7 +8,7 @@ historical, straight from the file (no index is rebuilt at startup):
   b"ulease/" + be64(id) -> be64(ttl)); b"i" + name -> this
   module's own records (format marker, first log index).
 - ``latest``:  K(key) -> the key's current KeyValue (live keys only).
-- ``history``: K(key) + be64(mod_revision) -> (sub, KeyValue), tombstones included.
+- ``history``: K(key) + be64(main) + be64(sub) -> (sub, KeyValue), tombstones included.
 - ``changes``: be64(main) + be64(sub) -> the history record's LMDB key.
 - ``log``:     be64(index) -> (term, data).
 
@@ -49,7 +49,7 @@ from rusd.core.log import Entry
 from rusd.core.mvcc.types import KeyValue
 from rusd.storage.errors import StorageError
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 DEFAULT_MAP_SIZE: Final = 8 << 30
 
 _DB_NAMES: Final = (b"meta", b"latest", b"history", b"changes", b"log")
@@ -69,12 +69,12 @@ _NUL: Final = b"\x00"
 _ESC: Final = b"\x00\xff"
 _TERM: Final = b"\x00\x00"
 _MARK: Final = b"\x01"
-_TRUNC: Final = 480  # escaped bytes kept in a long key's LMDB key
+_TRUNC: Final = 472  # escaped bytes kept in a long key's LMDB key (+ marker, hash, revision <= 511)
 _HASH_LEN: Final = 16
 _RUN_PREFIX_LEN: Final = _TRUNC + 1  # escaped prefix + marker: what a run shares
 _SHORT_LATEST_MAX: Final = _TRUNC + 1  # longest short `latest` key: E < _TRUNC, + terminator
-_SHORT_HISTORY_MAX: Final = _SHORT_LATEST_MAX + 8
-_NEEDED_KEY_SIZE: Final = _RUN_PREFIX_LEN + _HASH_LEN + 8
+_SHORT_HISTORY_MAX: Final = _SHORT_LATEST_MAX + 16
+_NEEDED_KEY_SIZE: Final = _RUN_PREFIX_LEN + _HASH_LEN + 16
 
 # -- value encoding -------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ def _history_long(v: bytes) -> tuple[int, KeyValue]:
 def _history_item(hk: bytes, v: bytes) -> tuple[int, KeyValue]:
     if len(hk) <= _SHORT_HISTORY_MAX:
         sub, c, m, ver, lease = _REV.unpack_from(v)
-        return sub, KeyValue(hk[:-10].replace(_ESC, _NUL), c, m, ver, v[_REV_SIZE:], lease)
+        return sub, KeyValue(hk[:-18].replace(_ESC, _NUL), c, m, ver, v[_REV_SIZE:], lease)
     return _history_long(v)
 
 
@@ -390,7 +390,7 @@ class _Reader:
                 if (yield from _flush(run, _item_key, key, end)):
                     return
                 run = []
-            k = hk[:-10].replace(esc, nul)
+            k = hk[:-18].replace(esc, nul)
             if end and k >= end:
                 return
             sub, c, m, ver, lease = unpack(v)
@@ -563,19 +563,14 @@ class LmdbBatch(_Reader):
         key = kv.key
         main = kv.mod_revision
         lk = _encode_key(key)
-        hk = lk + _U64.pack(main)
+        hk = lk + _CHANGE.pack(main, sub)
         if len(lk) <= _SHORT_LATEST_MAX:
             hval = _REV.pack(sub, kv.create_revision, main, kv.version, kv.lease) + kv.value
         else:
             self._check_collision(lk, key)
             hval = _REV_LONG.pack(sub, kv.create_revision, main, kv.version, kv.lease, len(key)) + key + kv.value
         try:
-            if not txn.put(hk, hval, overwrite=False, db=self._history):
-                # The same (key, revision) again: replace it, and its change record.
-                old = txn.get(hk, db=self._history)
-                assert old is not None
-                txn.delete(_CHANGE.pack(main, _REV.unpack_from(old)[0]), db=self._changes)
-                txn.put(hk, hval, db=self._history)
+            txn.put(hk, hval, db=self._history)
             txn.put(_CHANGE.pack(main, sub), hk, db=self._changes)
             if kv.version == 0:
                 txn.delete(lk, db=self._latest)
@@ -598,14 +593,14 @@ class LmdbBatch(_Reader):
         if clash:
             raise StorageError(f"{self._path}: long-key hash collision; key not stored")
 
-    def remove(self, key: bytes, mod_revision: int) -> None:
+    def remove(self, key: bytes, mod_revision: int, sub: int) -> None:
         txn = self._txn
-        hk = _encode_key(key) + _U64.pack(mod_revision)
+        hk = _encode_key(key) + _CHANGE.pack(mod_revision, sub)
         v = txn.get(hk, db=self._history)
         if v is None or _history_item(hk, v)[1].key != key:
-            raise KeyError((key, mod_revision))
+            raise KeyError((key, mod_revision, sub))
         txn.delete(hk, db=self._history)
-        txn.delete(_CHANGE.pack(mod_revision, _REV.unpack_from(v)[0]), db=self._changes)
+        txn.delete(_CHANGE.pack(mod_revision, sub), db=self._changes)
 
     # -- LogStore (writes) ------------------------------------------------------------
     def append_entries(self, entries: Sequence[Entry]) -> None:

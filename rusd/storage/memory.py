@@ -23,7 +23,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._meta: SortedDict = SortedDict()  # name -> value
         self._latest: SortedDict = SortedDict()  # key -> KeyValue
-        self._history: SortedDict = SortedDict()  # (key, main) -> (sub, KeyValue)
+        self._history: SortedDict = SortedDict()  # (key, main, sub) -> (sub, KeyValue)
         self._changes: SortedDict = SortedDict()  # (main, sub) -> key
         self._size = 0
 
@@ -53,13 +53,13 @@ class MemoryBackend:
 
     def history(self, key: bytes, end: bytes | None) -> Iterator[tuple[int, KeyValue]]:
         if end is None:
-            lo, hi, inclusive = (key, 0), (key, 2**63), (True, True)
+            lo, hi, inclusive = (key, 0, 0), (key, 2**63, 0), (True, True)
         elif end == b"":
-            lo, hi, inclusive = (key, 0), None, (True, True)
+            lo, hi, inclusive = (key, 0, 0), None, (True, True)
         else:
             if end <= key:
                 return
-            lo, hi, inclusive = (key, 0), (end, 0), (True, False)
+            lo, hi, inclusive = (key, 0, 0), (end, 0, 0), (True, False)
         history = self._history
         for k in history.irange(lo, hi, inclusive=inclusive):
             yield history[k]
@@ -68,7 +68,7 @@ class MemoryBackend:
         history = self._history
         for main, sub in self._changes.irange((after + 1, 0), None):
             key = self._changes[(main, sub)]
-            yield history[(key, main)]
+            yield history[(key, main, sub)]
 
     def size(self) -> int:
         return self._size
@@ -85,11 +85,10 @@ class MemoryBackend:
 
     def write(self, sub: int, kv: KeyValue) -> None:
         main = kv.mod_revision
-        old = self._history.get((kv.key, main))
-        if old is not None:  # the same revision again replaces it, and its change record
-            self._changes.pop((main, old[0]), None)
+        old = self._history.get((kv.key, main, sub))
+        if old is not None:  # the same revision again replaces it
             self._size -= _RECORD_OVERHEAD + len(kv.key) + len(old[1].value)
-        self._history[(kv.key, main)] = (sub, kv)
+        self._history[(kv.key, main, sub)] = (sub, kv)
         self._changes[(main, sub)] = kv.key
         self._size += _RECORD_OVERHEAD + len(kv.key) + len(kv.value)
         if kv.is_tombstone:
@@ -97,8 +96,8 @@ class MemoryBackend:
         else:
             self._latest[kv.key] = kv
 
-    def remove(self, key: bytes, mod_revision: int) -> None:
-        sub, kv = self._history.pop((key, mod_revision))
+    def remove(self, key: bytes, mod_revision: int, sub: int) -> None:
+        _, kv = self._history.pop((key, mod_revision, sub))
         del self._changes[(mod_revision, sub)]
         self._size -= _RECORD_OVERHEAD + len(kv.key) + len(kv.value)
 

@@ -4,7 +4,8 @@ The backend keeps three indexes, all of them persistent in LMDB so that a restar
 needs no index rebuild and any process can answer a Range from the file alone:
 
 - latest:  key -> the key's current KeyValue (live keys only);
-- history: (key, mod_revision) -> (sub revision, KeyValue), tombstones included;
+- history: (key, main, sub) -> (sub, KeyValue), tombstones included (one txn can
+  delete a key and put it again, e.g. a from-key delete then a put: both stay);
 - changes: (main, sub) -> key, the order in which revisions happened (watch catch-up,
   hashing).
 
@@ -64,5 +65,5 @@ class KVBackend(KVReader, Protocol):
     def write(self, sub: int, kv: KeyValue) -> None:
         """Record a revision: a put, or a tombstone (version 0) that deletes the key."""
 
-    def remove(self, key: bytes, mod_revision: int) -> None:
+    def remove(self, key: bytes, mod_revision: int, sub: int) -> None:
         """Drop one stored revision of a key (compaction)."""

@@ -439,23 +439,24 @@ def compact(backend: KVBackend, rev: int) -> None:
     that revision is a tombstone (then the key is gone entirely)."""
     check_compact(backend, rev)
     put_int(backend, META_COMPACT_REVISION, rev)
-    doomed: list[tuple[bytes, int]] = []
-    group: list[KeyValue] = []
-    for _sub, kv in backend.history(b"", b""):
-        if group and group[0].key != kv.key:
+    doomed: list[tuple[bytes, int, int]] = []
+    group: list[tuple[int, KeyValue]] = []
+    for sub, kv in backend.history(b"", b""):
+        if group and group[0][1].key != kv.key:
             doomed.extend(_compacted_in(group, rev))
             group = []
-        group.append(kv)
+        group.append((sub, kv))
     if group:
         doomed.extend(_compacted_in(group, rev))
-    for key, mod in doomed:
-        backend.remove(key, mod)
+    for key, mod, sub in doomed:
+        backend.remove(key, mod, sub)
 
 
-def _compacted_in(group: list[KeyValue], rev: int) -> Iterable[tuple[bytes, int]]:
-    old = [kv for kv in group if kv.mod_revision <= rev]
+def _compacted_in(group: list[tuple[int, KeyValue]], rev: int) -> Iterable[tuple[bytes, int, int]]:
+    """One key's stored revisions (in (main, sub) order) that compaction at `rev` drops."""
+    old = [(sub, kv) for sub, kv in group if kv.mod_revision <= rev]
     if not old:
         return []
-    keep_last = not old[-1].is_tombstone
+    keep_last = not old[-1][1].is_tombstone
     victims = old[:-1] if keep_last else old
-    return [(kv.key, kv.mod_revision) for kv in victims]
+    return [(kv.key, kv.mod_revision, sub) for sub, kv in victims]
