@@ -260,7 +260,7 @@ class Member:
         return self.log.last_index
 
     def submit(self, req_id: int, req: WriteRequest, backend_size: int) -> None:
-        """A client write (or a read-only txn's quota check has already passed it)."""
+        """A client write: refused at once if invalid or over quota, else proposed."""
         try:
             self._check(req, backend_size)
         except EtcdError as e:
@@ -357,7 +357,10 @@ class Member:
                 result: Result = self._apply_one(backend, proposal.request, events)
             except EtcdError as e:
                 result = e
-            if proposal.member_id == self.member_id and proposal.req_id in self._waiting:
+            # Only this term's own proposals have a waiting client: request ids start
+            # again after a restart, so an older entry must never answer a new one.
+            mine = proposal.member_id == self.member_id and entry.term == self.term
+            if mine and proposal.req_id in self._waiting:
                 self._waiting.discard(proposal.req_id)
                 answers.append((proposal.req_id, result))
         if entries:

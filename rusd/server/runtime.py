@@ -160,12 +160,16 @@ class Runtime:
                 self._view.close()
             self._view = view
             self._view_changed.set()
-        if events:
-            self.on_events(events)
         for req_id, result in answers:
             fut = self._futures.pop(req_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(result)
+        if events:
+            try:
+                self.on_events(events)
+            except Exception as exc:  # a watcher bug must not hang writers; stop loudly
+                log.exception("delivering events to watchers failed")
+                self._fail(exc)
 
     def _answer_all(self, result: Result) -> None:
         for fut in self._futures.values():

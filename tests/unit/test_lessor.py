@@ -169,3 +169,18 @@ def test_lease_ids_are_positive_int63_and_never_zero() -> None:
     # the raw ids pass through 0x8000_0000_0000_0000, which masks to 0: skipped
     ids = [gen.next_lease_id() for _ in range(300)]
     assert 0 not in ids and all(0 < i < 1 << 63 for i in ids)
+
+
+def test_keepalives_do_not_grow_the_expiry_heap() -> None:
+    lessor = Lessor(2)
+    lessor.promote(0.0)
+    lessor.grant(1, 3600, 0.0)
+    lessor.grant(2, 10, 0.0)
+    for i in range(10_000):
+        lessor.renew(1, float(i) / 1000)
+    assert len(lessor._heap) <= 2 * 2 + 64
+    # the heap still reports each lease once, at its latest expiry
+    assert lessor.expired(9.9) == []
+    assert lessor.expired(10.0) == [2]
+    assert lessor.expired(3609.0) == []
+    assert lessor.expired(3610.0) == [1]

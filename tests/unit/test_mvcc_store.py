@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from rusd.core.mvcc import store
+import pytest
+
+from rusd.core import errors
+from rusd.core.errors import EtcdError
+from rusd.core.mvcc import hashing, store
 from rusd.core.mvcc.types import DeleteRangeRequest, Event, KeyValue, PutRequest, RangeRequest, TxnRequest
 from rusd.core.node import NotFoundLeases
 from rusd.storage.memory import MemoryBackend
@@ -25,3 +29,15 @@ def test_a_txn_deleting_and_recreating_a_key_keeps_both_changes() -> None:
     assert store.read_range(backend, RangeRequest(b"\x00", b"\x00", revision=3)).count == 2
     store.compact(backend, 4)
     assert [kv for _sub, kv in backend.history(b"", b"")] == [recreated]
+
+
+def test_hashkv_refuses_the_compact_revision_itself() -> None:
+    backend, leases = MemoryBackend(), NotFoundLeases()
+    for value in (b"1", b"2", b"3"):
+        store.put(backend, leases, PutRequest(b"k", value))
+    store.compact(backend, 3)
+    with pytest.raises(EtcdError) as refused:
+        hashing.hash_kv(backend, 3)
+    assert refused.value.kind == errors.COMPACTED
+    assert hashing.hash_kv(backend, 4)[1:] == (3, 4)
+    assert hashing.hash_kv(backend, 0)[1:] == (3, 4)

@@ -194,3 +194,15 @@ def test_apply_reports_events_in_revision_order_with_prev_kv() -> None:
         Event(second, first),
         Event(KeyValue(b"a", 0, 4, 0), second),
     ]
+
+
+def test_a_replayed_entry_never_answers_a_new_request_with_the_same_id() -> None:
+    disk = Disk()
+    m = disk.member()
+    disk.turn(m)
+    m.submit(1, DeleteRangeRequest(b"k"), 0)
+    disk.log.append_entries(m.ready().entries)  # crash: durable, not applied
+    restarted = disk.member()
+    restarted.submit(1, PutRequest(b"k", b"new"), 0)  # request ids start again at 1
+    answers = disk.turn(restarted)
+    assert answers == [(1, PutResponse(revision=2))]

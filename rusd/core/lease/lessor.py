@@ -161,9 +161,19 @@ class Lessor:
         return len(self._leases)
 
     def _refresh(self, lease: Lease, now: float) -> None:
+        """Set a new expiry. The heap keeps stale entries (skipped by `expired`); it is
+        rebuilt when they outnumber the live ones, so keepalives cannot grow it."""
         lease.expiry = now + lease.ttl
         self._seq += 1
         heapq.heappush(self._heap, (lease.expiry, self._seq, lease.id))
+        if len(self._heap) > 2 * len(self._leases) + 64:
+            live: dict[int, tuple[float, int, int]] = {}
+            for item in self._heap:
+                current = self._leases.get(item[2])
+                if current is not None and current.expiry == item[0]:
+                    live[item[2]] = item
+            self._heap = list(live.values())
+            heapq.heapify(self._heap)
 
 
 class IdGenerator:

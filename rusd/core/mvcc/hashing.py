@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 import zlib
 
+from rusd.core import errors
+from rusd.core.errors import EtcdError
 from rusd.core.mvcc import store
 from rusd.core.mvcc.backend import KVReader
 
@@ -19,6 +21,9 @@ def hash_kv(view: KVReader, revision: int) -> tuple[int, int, int]:
     """
     current = store.current_revision(view)
     compacted = store.compact_revision(view)
+    # Unlike a Range, HashKV refuses the compact revision itself (etcd's HashByRev).
+    if 0 < revision <= compacted:
+        raise EtcdError(errors.COMPACTED)
     rev = store.check_revision(revision, current, compacted)
     crc = 0
     for sub, kv in view.changes(0):
