@@ -130,6 +130,16 @@ class Ready:
         return bool(self.entries or self.committed or self.responses)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """What Maintenance.Status reports, taken when everything in it is durable."""
+
+    term: int
+    last_index: int
+    applied_index: int
+    alarms: tuple[AlarmMember, ...]
+
+
 @dataclass
 class Applied:
     """What applying committed entries produced: answers for waiting clients and
@@ -250,6 +260,10 @@ class Member:
     @property
     def member_id(self) -> int:
         return self.config.member.id
+
+    def status(self) -> MemberStatus:
+        """Call after `advance`: then every proposal so far is persisted."""
+        return MemberStatus(self.term, self.last_index, self.applied_index, self.alarms)
 
     @property
     def applied_index(self) -> int:

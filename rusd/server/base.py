@@ -34,12 +34,11 @@ class ServiceBase:
         self.rt = runtime
 
     def header(self, revision: int) -> pb.ResponseHeader:
-        member = self.rt.member
         return pb.ResponseHeader(
             cluster_id=self.rt.config.cluster_id,
-            member_id=member.member_id,
+            member_id=self.rt.config.member.id,
             revision=revision,
-            raft_term=member.term,
+            raft_term=self.rt.status.term,
         )
 
     async def answer(

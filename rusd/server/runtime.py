@@ -29,6 +29,7 @@ from rusd.core.node import (
     LocalRequest,
     Member,
     MemberConfig,
+    MemberStatus,
     Result,
     WriteRequest,
     serve_read,
@@ -66,6 +67,8 @@ class Runtime:
         self._revision = mvcc.current_revision(view)
         self._size = view.size()
         self._view: LmdbView | None = view
+        # The member's durable status, for the loop thread (the Member is the writer's).
+        self.status: MemberStatus = self.member.status()
         self._view_changed = asyncio.Event()
         self._cond = threading.Condition()
         self._inbox: list[tuple[int, WriteRequest | LocalRequest | _Defragment]] = []
@@ -153,8 +156,14 @@ class Runtime:
             self._view = None
 
     def _publish(
-        self, answers: list[tuple[int, Result | None]], view: LmdbView | None, events: list[Event] | None = None
+        self,
+        answers: list[tuple[int, Result | None]],
+        view: LmdbView | None,
+        events: list[Event] | None = None,
+        status: MemberStatus | None = None,
     ) -> None:
+        if status is not None:
+            self.status = status
         if view is not None:
             if self._view is not None:
                 self._view.close()
@@ -256,7 +265,7 @@ class Runtime:
             self._size = view.size()
         self.member.advance(rd)
         if answers or view is not None:
-            self._loop.call_soon_threadsafe(self._publish, answers, view, events)
+            self._loop.call_soon_threadsafe(self._publish, answers, view, events, self.member.status())
 
     def _defragment(self) -> None:
         assert self._loop is not None

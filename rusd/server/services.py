@@ -17,7 +17,7 @@ from rusd.core.mvcc import hashing
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc import types as t
 from rusd.core.node import is_read
-from rusd.server import convert
+from rusd.server import convert, watch_service
 from rusd.server.base import ETCD_API_VERSION, ServiceBase, abort
 from rusd.server.lease_service import LeaseService
 from rusd.server.runtime import Runtime
@@ -69,17 +69,17 @@ class MaintenanceService(ServiceBase, pb_grpc.MaintenanceServicer):
 
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
         view = await self.rt.snapshot()
-        member = self.rt.member
+        status = self.rt.status
         return pb.StatusResponse(
             header=self.header(mvcc.current_revision(view)),
             version=ETCD_API_VERSION,
             dbSize=view.size(),
             dbSizeInUse=view.size_in_use(),
-            leader=member.member_id,
-            raftIndex=member.last_index,
-            raftTerm=member.term,
-            raftAppliedIndex=member.applied_index,
-            errors=[f"memberID:{a.member_id} alarm:{pb.AlarmType.Name(a.alarm)} " for a in member.alarms],
+            leader=self.rt.config.member.id,
+            raftIndex=status.last_index,
+            raftTerm=status.term,
+            raftAppliedIndex=status.applied_index,
+            errors=[f"memberID:{a.member_id} alarm:{pb.AlarmType.Name(a.alarm)} " for a in status.alarms],
             isLearner=False,
         )
 
@@ -156,7 +156,7 @@ def register(server: grpc.aio.Server, runtime: Runtime, watch_progress_interval:
 
 def _register_watch(server: grpc.aio.Server, runtime: Runtime, progress_interval: float) -> None:
     watch = WatchService(runtime, progress_interval)
-    pb_grpc.add_WatchServicer_to_server(watch, server)
+    watch_service.add_to_server(watch, server)
     earlier = runtime.on_events
 
     def on_events(events: list[t.Event]) -> None:

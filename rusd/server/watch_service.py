@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import grpc
+
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from rusd.api.mvccpb import kv_pb2
@@ -36,6 +38,37 @@ def create_request(r: pb.WatchCreateRequest) -> CreateRequest:
         watch_id=r.watch_id,
         fragment=r.fragment,
     )
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint (int64 two's complement for negatives)."""
+    n &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_CACHE_BYTES = 4 << 20
+
+
+def _serialize(resp: pb.WatchResponse | bytes) -> bytes:
+    return resp if isinstance(resp, bytes) else resp.SerializeToString()
+
+
+def add_to_server(servicer: WatchService, server: Any) -> None:
+    """As `add_WatchServicer_to_server`, but the handler may yield responses already
+    encoded (bytes), which go out as they are."""
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.Watch,
+        request_deserializer=pb.WatchRequest.FromString,
+        response_serializer=_serialize,
+    )
+    handlers = {"Watch": handler}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("etcdserverpb.Watch", handlers),))
+    server.add_registered_method_handlers("etcdserverpb.Watch", handlers)
 
 
 def _event(ev: Event) -> kv_pb2.Event:
@@ -64,6 +97,12 @@ class WatchService(pb_grpc.WatchServicer):
         )
         self._wake: dict[int, asyncio.Event] = {}
         self._converted: dict[int, tuple[Event, kv_pb2.Event]] = {}
+        # Encoded pieces shared by the responses of many watchers: each event's
+        # `events` field, each event tuple's fields, each header field.
+        self._event_fields: dict[int, tuple[Event, bytes]] = {}
+        self._tuple_fields: dict[int, tuple[tuple[Event, ...], bytes]] = {}
+        self._cached_bytes = 0  # in the two caches above; both are dropped past _CACHE_BYTES
+        self._headers: dict[tuple[int, int, int, int], bytes] = {}
 
     def on_events(self, events: list[Event]) -> None:
         """Runtime hook (loop thread): queue for synced watchers, wake their streams."""
@@ -73,13 +112,12 @@ class WatchService(pb_grpc.WatchServicer):
                 wake.set()
 
     def response(self, r: WatchResponse) -> pb.WatchResponse:
-        member = self.rt.member
         return pb.WatchResponse(
             header=pb.ResponseHeader(
                 cluster_id=self.rt.config.cluster_id,
-                member_id=member.member_id,
+                member_id=self.rt.config.member.id,
                 revision=r.revision,
-                raft_term=member.term,
+                raft_term=self.rt.status.term,
             ),
             watch_id=r.watch_id,
             created=r.created,
@@ -89,6 +127,56 @@ class WatchService(pb_grpc.WatchServicer):
             fragment=r.fragment,
             events=[self._event(ev) for ev in r.events],
         )
+
+    def encode(self, r: WatchResponse) -> bytes:
+        """`response(r).SerializeToString()`, byte for byte, built from cached pieces:
+        header (field 1), watch_id (2), events (11) in field order; the rarer
+        responses (created, canceled, fragments) go through protobuf."""
+        if r.created or r.canceled or r.fragment or r.compact_revision or r.cancel_reason:
+            return self.response(r).SerializeToString()
+        hkey = (self.rt.config.cluster_id, self.rt.config.member.id, r.revision, self.rt.status.term)
+        header = self._headers.get(hkey)
+        if header is None:
+            h = pb.ResponseHeader(
+                cluster_id=hkey[0], member_id=hkey[1], revision=hkey[2], raft_term=hkey[3]
+            ).SerializeToString()
+            header = b"\x0a" + _varint(len(h)) + h
+            if len(self._headers) >= 1024:
+                self._headers.clear()
+            self._headers[hkey] = header
+        wid = b"\x10" + _varint(r.watch_id) if r.watch_id else b""
+        evs = r.events
+        if not evs:
+            return header + wid
+        tcache = self._tuple_fields
+        hit = tcache.get(id(evs))
+        if hit is not None and hit[0] is evs:
+            body = hit[1]
+        else:
+            body = b"".join([self._event_field(ev) for ev in evs])
+            self._cache_room(len(body))
+            self._tuple_fields[id(evs)] = (evs, body)
+        return header + wid + body
+
+    def _event_field(self, ev: Event) -> bytes:
+        cache = self._event_fields
+        hit = cache.get(id(ev))
+        if hit is not None and hit[0] is ev:
+            return hit[1]
+        e = _event(ev).SerializeToString()
+        out = b"\x5a" + _varint(len(e)) + e
+        self._cache_room(len(out))
+        self._event_fields[id(ev)] = (ev, out)
+        return out
+
+    def _cache_room(self, size: int) -> None:
+        """Account `size` more cached bytes; past the budget, drop both caches (a
+        miss only costs a re-encode; merged backlogs are rarely reused)."""
+        self._cached_bytes += size
+        if self._cached_bytes > _CACHE_BYTES or len(self._event_fields) + len(self._tuple_fields) >= 8192:
+            self._event_fields.clear()
+            self._tuple_fields.clear()
+            self._cached_bytes = size
 
     def _event(self, ev: Event) -> kv_pb2.Event:
         # Watchers of one revision share its Event objects: convert each once.
@@ -104,7 +192,7 @@ class WatchService(pb_grpc.WatchServicer):
 
     async def Watch(
         self, request_iterator: AsyncIterator[pb.WatchRequest], context: Any
-    ) -> AsyncIterator[pb.WatchResponse]:
+    ) -> AsyncIterator[bytes]:
         hub = self.hub
         sid = hub.open_stream(self._clock())
         wake = asyncio.Event()
@@ -118,7 +206,7 @@ class WatchService(pb_grpc.WatchServicer):
                 # closes a snapshot when it publishes the next one.
                 resp = hub.next_response(sid, view)
                 if resp is not None:
-                    yield self.response(resp)
+                    yield self.encode(resp)
                     continue
                 if reader.done() and reader.exception() is not None:
                     return

@@ -117,6 +117,7 @@ class _Stream:
     fragments: deque[WatchResponse] = field(default_factory=deque)
     progress_requested: int = 0
     rr: int = 0  # round-robin position over the watchers
+    order: list[_Watcher] | None = None  # list(watchers.values()), None when stale
 
 
 def estimate_size(resp: WatchResponse) -> int:
@@ -240,6 +241,7 @@ class WatchHub:
             next_rev=start,
         )
         stream.watchers[wid] = w
+        stream.order = None
         self._index(w)
         stream.ctrl.append(WatchResponse(watch_id=wid, revision=self.revision, created=True))
 
@@ -252,6 +254,7 @@ class WatchHub:
         w = stream.watchers.pop(watch_id, None)
         if w is None:
             return
+        stream.order = None
         self._unindex(w)
         stream.ctrl.append(WatchResponse(watch_id=watch_id, revision=self.revision, canceled=True))
 
@@ -303,19 +306,48 @@ class WatchHub:
 
     def _on_revision(self, rev: int, events: list[Event], woken: set[int]) -> None:
         self.revision = max(self.revision, rev)
-        hit: dict[tuple[int, int], _Watcher] = {}
-        for ev in events:
+        # Every watcher of one index group watches the same key or range, so the
+        # matching is done once per group, and the filtered event tuple once per
+        # (group, filters): watchers with the same filters share one tuple (the
+        # server converts a shared tuple to protobuf once). The events without
+        # prev_kv are made once per revision, for the same reason.
+        bare = {id(ev): Event(ev.kv) for ev in events if ev.prev_kv is not None}
+        if len(events) == 1:
+            ev = events[0]
             found = self._by_key.get(ev.kv.key)
             if found:
-                hit.update(found)
+                self._queue_group(rev, found, events, bare, woken)
+        else:
+            by_key: dict[bytes, list[Event]] = {}
+            for ev in events:
+                if ev.kv.key in self._by_key:
+                    by_key.setdefault(ev.kv.key, []).append(ev)
+            for k, evs in by_key.items():
+                self._queue_group(rev, self._by_key[k], evs, bare, woken)
         for (key, end), group in self._by_range.items():
-            if any(key <= ev.kv.key and (not end or ev.kv.key < end) for ev in events):
-                hit.update(group)
-        bare = [ev if ev.prev_kv is None else Event(ev.kv) for ev in events]
-        for w in hit.values():
+            matched = [ev for ev in events if key <= ev.kv.key and (not end or ev.kv.key < end)]
+            if matched:
+                self._queue_group(rev, group, matched, bare, woken)
+
+    def _queue_group(
+        self,
+        rev: int,
+        group: dict[tuple[int, int], _Watcher],
+        matched: list[Event],
+        bare: dict[int, Event],
+        woken: set[int],
+    ) -> None:
+        """Queue one revision's `matched` events (all in the group's key/range) for
+        the group's synced watchers."""
+        shared: dict[tuple[bool, bool, bool], tuple[tuple[Event, ...], int]] = {}
+        for w in group.values():
             if not w.synced or rev < w.min_rev:
                 continue
-            evs = w.wanted(events if w.prev_kv else bare)
+            filters = (w.noput, w.nodelete, w.prev_kv)
+            chunk = shared.get(filters)
+            if chunk is None:
+                chunk = shared[filters] = (_filtered(matched, bare, *filters), rev)
+            evs = chunk[0]
             if not evs:
                 continue
             if w.queue and w.queued_events + len(evs) > self.max_pending_events:
@@ -323,7 +355,7 @@ class WatchHub:
                 w.synced = False
                 w.next_rev = rev
                 continue
-            w.queue.append((evs, rev))
+            w.queue.append(chunk)
             w.queued_events += len(evs)
             woken.add(w.stream)
 
@@ -341,8 +373,11 @@ class WatchHub:
             return stream.fragments.popleft()
         if stream.ctrl:
             return stream.ctrl.popleft()
-        self.observe(view)
-        watchers = list(stream.watchers.values())
+        # `observe(view)` only where self.revision is read below (progress
+        # responses, catch-up): reading the view's revision costs a lookup.
+        watchers = stream.order
+        if watchers is None:
+            watchers = stream.order = list(stream.watchers.values())
         n = len(watchers)
         for k in range(n):
             idx = (stream.rr + k) % n
@@ -353,6 +388,7 @@ class WatchHub:
                 return resp
         if stream.progress_requested:
             stream.progress_requested -= 1
+            self.observe(view)
             return WatchResponse(watch_id=-1, revision=self.revision)
         return None
 
@@ -373,11 +409,14 @@ class WatchHub:
             if w.synced:
                 if w.progress_due:
                     w.progress_due = False
+                    self.observe(view)
                     return WatchResponse(watch_id=w.id, revision=self.revision)
                 return None
+            self.observe(view)
             compacted = mvcc.compact_revision(view)
             if w.next_rev < compacted:
                 del stream.watchers[w.id]
+                stream.order = None
                 self._unindex(w)
                 return WatchResponse(watch_id=w.id, revision=0, canceled=True, compact_revision=compacted)
             evs = self._catch_up(w, view)
@@ -448,6 +487,22 @@ class WatchHub:
                 group.pop((w.stream, w.id), None)
                 if not group:
                     del self._by_range[(w.key, w.end)]
+
+
+def _filtered(
+    events: list[Event], bare: dict[int, Event], noput: bool, nodelete: bool, prev_kv: bool
+) -> tuple[Event, ...]:
+    """What `_Watcher.wanted` keeps of events that all match the watcher's key/range
+    (`bare`: each event with a prev_kv, without it)."""
+    out = []
+    for ev in events:
+        if ev.is_delete:
+            if nodelete:
+                continue
+        elif noput:
+            continue
+        out.append(ev if prev_kv or ev.prev_kv is None else bare[id(ev)])
+    return tuple(out)
 
 
 def _prev_kv(view: KVReader, kv: KeyValue, compacted: int) -> KeyValue | None:
