@@ -1,0 +1,182 @@
+"""Value types of the Raft machine: messages, entries, hard and soft state, configuration.
+
+Node ids are positive ints; 0 (NONE) means "no node" (no leader, no vote), as in etcd-io/raft.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+NONE = 0
+
+
+class Rng(Protocol):
+    """The randomness handed in by the driver (random.Random fits)."""
+
+    def randrange(self, start: int, stop: int) -> int:
+        """An int in [start, stop)."""
+        ...
+
+
+class MessageType(enum.Enum):
+    HUP = "MsgHup"  # local: start an election
+    BEAT = "MsgBeat"  # local: leader sends heartbeats
+    CHECK_QUORUM = "MsgCheckQuorum"  # local: leader checks it still hears from a quorum
+    PROP = "MsgProp"  # proposal (local, or forwarded by a follower to the leader)
+    APP = "MsgApp"
+    APP_RESP = "MsgAppResp"
+    VOTE = "MsgVote"
+    VOTE_RESP = "MsgVoteResp"
+    PRE_VOTE = "MsgPreVote"
+    PRE_VOTE_RESP = "MsgPreVoteResp"
+    HEARTBEAT = "MsgHeartbeat"
+    HEARTBEAT_RESP = "MsgHeartbeatResp"
+    SNAP = "MsgSnap"  # not implemented yet
+    TIMEOUT_NOW = "MsgTimeoutNow"  # not implemented yet
+    READ_INDEX = "MsgReadIndex"  # not implemented yet
+    READ_INDEX_RESP = "MsgReadIndexResp"  # not implemented yet
+    TRANSFER_LEADER = "MsgTransferLeader"  # not implemented yet
+
+
+LOCAL_MESSAGES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM})
+RESPONSE_MESSAGES = frozenset(
+    {
+        MessageType.APP_RESP,
+        MessageType.VOTE_RESP,
+        MessageType.PRE_VOTE_RESP,
+        MessageType.HEARTBEAT_RESP,
+        MessageType.READ_INDEX_RESP,
+    }
+)
+
+
+def vote_resp_type(t: MessageType) -> MessageType:
+    if t is MessageType.VOTE:
+        return MessageType.VOTE_RESP
+    if t is MessageType.PRE_VOTE:
+        return MessageType.PRE_VOTE_RESP
+    raise ValueError(f"not a vote message: {t}")
+
+
+class EntryKind(enum.Enum):
+    NORMAL = 0
+    CONF_CHANGE = 1  # reserved for membership changes (not implemented yet)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One Raft log entry. `data` is empty for the leader's entry at the start of its term."""
+
+    index: int
+    term: int
+    data: bytes = b""
+    kind: EntryKind = EntryKind.NORMAL
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    type: MessageType
+    to: int = NONE
+    from_: int = NONE
+    term: int = 0
+    log_term: int = 0
+    index: int = 0
+    entries: tuple[Entry, ...] = ()
+    commit: int = 0
+    reject: bool = False
+    reject_hint: int = 0
+    context: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be durable before the node answers votes and appends."""
+
+    term: int = 0
+    vote: int = NONE
+    commit: int = 0
+
+
+class StateType(enum.Enum):
+    FOLLOWER = "StateFollower"
+    CANDIDATE = "StateCandidate"
+    LEADER = "StateLeader"
+    PRE_CANDIDATE = "StatePreCandidate"
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state, reported for information (not persisted)."""
+
+    lead: int = NONE
+    state: StateType = StateType.FOLLOWER
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    id: int
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    # The highest index the application has applied (on restart); entries after it are replayed.
+    applied: int = 0
+    pre_vote: bool = False
+    check_quorum: bool = False
+    max_entries_per_msg: int = 64
+    max_inflight_msgs: int = 256
+
+    def validate(self) -> None:
+        if self.id == NONE:
+            raise ValueError("cannot use 0 as a node id")
+        if self.heartbeat_tick <= 0:
+            raise ValueError("heartbeat tick must be greater than 0")
+        if self.election_tick <= self.heartbeat_tick:
+            raise ValueError("election tick must be greater than heartbeat tick")
+        if self.max_inflight_msgs <= 0:
+            raise ValueError("max inflight messages must be greater than 0")
+        if self.max_entries_per_msg <= 0:
+            raise ValueError("max entries per message must be greater than 0")
+
+
+@dataclass
+class Ready:
+    """One batch of work for the driver, in this order:
+
+    1. persist `hard_state` (if not None) and `entries` (fsync when `must_sync`);
+    2. send `messages` (may be sent before step 1 completes) and, once step 1 is
+       durable, `messages_after_persist`;
+    3. apply `committed_entries` (they may include entries of this Ready's `entries`,
+       so apply them after step 1);
+    4. call `RawNode.advance(ready)`.
+    """
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    committed_entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    messages_after_persist: list[Message] = field(default_factory=list)
+    must_sync: bool = False
+
+
+class RaftError(Exception):
+    pass
+
+
+class ProposalDroppedError(RaftError):
+    """The proposal was not accepted (no leader known, or not a member)."""
+
+
+class CompactedError(RaftError):
+    """The requested index is older than the storage's first retained entry."""
+
+
+class UnavailableError(RaftError):
+    """The requested index is past the last entry."""
