@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rusd.core.raft.types import CompactedError, ConfState, Entry, HardState, UnavailableError
+from rusd.core.raft.types import (
+    CompactedError,
+    ConfState,
+    Entry,
+    HardState,
+    RaftError,
+    Snapshot,
+    SnapshotMetadata,
+    UnavailableError,
+)
 
 
 class MemoryStorage:
@@ -18,6 +27,8 @@ class MemoryStorage:
         self.snapshot_index = 0
         self.snapshot_term = 0
         self._ents: list[Entry] = []
+        # The latest snapshot of the application state (created by the driver or received).
+        self._snap = Snapshot(metadata=SnapshotMetadata(conf_state=self.conf_state))
 
     # -- Storage ----------------------------------------------------------------------------
 
@@ -46,6 +57,9 @@ class MemoryStorage:
             raise UnavailableError(hi)
         off = self.snapshot_index + 1
         return self._ents[lo - off : hi - off]
+
+    def snapshot(self) -> Snapshot:
+        return self._snap
 
     # -- writes by the driver ---------------------------------------------------------------
 
@@ -76,3 +90,28 @@ class MemoryStorage:
         del self._ents[: upto - self.snapshot_index]
         self.snapshot_index = upto
         self.snapshot_term = term
+
+    def set_conf_state(self, cs: ConfState) -> None:
+        """Record the configuration after applying a conf change (what a restart starts from)."""
+        self.conf_state = cs
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Record a snapshot of the applied state at index (entries up to it may then be compacted)."""
+        if index <= self._snap.metadata.index:
+            raise RaftError(f"snapshot {index} is out of date (have {self._snap.metadata.index})")
+        if index > self.last_index():
+            raise UnavailableError(index)
+        md = SnapshotMetadata(index=index, term=self.term(index), conf_state=conf_state)
+        self._snap = Snapshot(data=data, metadata=md)
+        return self._snap
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        """Replace the whole log by a snapshot received from the leader."""
+        md = snap.metadata
+        if md.index <= self._snap.metadata.index:
+            raise RaftError(f"snapshot {md.index} is out of date (have {self._snap.metadata.index})")
+        self._ents = []
+        self.snapshot_index = md.index
+        self.snapshot_term = md.term
+        self._snap = snap
+        self.conf_state = md.conf_state

@@ -6,8 +6,11 @@ from rusd.core.raft.raft import Raft
 from rusd.core.raft.rawnode import RawNode
 from rusd.core.raft.storage import Storage
 from rusd.core.raft.types import (
+    CAMPAIGN_TRANSFER,
     NONE,
     CompactedError,
+    ConfChange,
+    ConfChangeType,
     Config,
     ConfState,
     Entry,
@@ -17,16 +20,23 @@ from rusd.core.raft.types import (
     MessageType,
     ProposalDroppedError,
     RaftError,
+    ReadState,
     Ready,
     Rng,
+    Snapshot,
+    SnapshotMetadata,
+    SnapshotTemporarilyUnavailableError,
     SoftState,
     StateType,
     UnavailableError,
 )
 
 __all__ = [
+    "CAMPAIGN_TRANSFER",
     "NONE",
     "CompactedError",
+    "ConfChange",
+    "ConfChangeType",
     "ConfState",
     "Config",
     "Entry",
@@ -43,8 +53,12 @@ __all__ = [
     "RaftError",
     "RaftLog",
     "RawNode",
+    "ReadState",
     "Ready",
     "Rng",
+    "Snapshot",
+    "SnapshotMetadata",
+    "SnapshotTemporarilyUnavailableError",
     "SoftState",
     "StateType",
     "Storage",

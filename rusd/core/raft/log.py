@@ -5,27 +5,45 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rusd.core.raft.storage import Storage
-from rusd.core.raft.types import CompactedError, Entry, RaftError, UnavailableError
+from rusd.core.raft.types import CompactedError, Entry, RaftError, Snapshot, UnavailableError
 
 
 class Unstable:
-    """Entries not yet persisted: entries[i] has index offset + i."""
+    """What is not yet persisted: an incoming snapshot (if any), then entries; entries[i] has
+    index offset + i (offset is snapshot index + 1 when there is a snapshot)."""
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
         self.entries: list[Entry] = []
+        self.snapshot: Snapshot | None = None
+
+    def maybe_first_index(self) -> int | None:
+        return self.snapshot.metadata.index + 1 if self.snapshot is not None else None
 
     def maybe_last_index(self) -> int | None:
-        return self.offset + len(self.entries) - 1 if self.entries else None
+        if self.entries:
+            return self.offset + len(self.entries) - 1
+        return self.snapshot.metadata.index if self.snapshot is not None else None
 
     def maybe_term(self, index: int) -> int | None:
         if index < self.offset or index >= self.offset + len(self.entries):
+            if self.snapshot is not None and index == self.snapshot.metadata.index:
+                return self.snapshot.metadata.term
             return None
         return self.entries[index - self.offset].term
 
+    def stable_snap_to(self, index: int) -> None:
+        if self.snapshot is not None and self.snapshot.metadata.index == index:
+            self.snapshot = None
+
+    def restore(self, snap: Snapshot) -> None:
+        self.offset = snap.metadata.index + 1
+        self.entries = []
+        self.snapshot = snap
+
     def stable_to(self, index: int, term: int) -> None:
         """Entries up to (index, term) are persisted; ignored if the log changed since."""
-        if self.maybe_term(index) != term:
+        if index < self.offset or self.maybe_term(index) != term:
             return
         del self.entries[: index + 1 - self.offset]
         self.offset = index + 1
@@ -67,11 +85,29 @@ class RaftLog:
     # -- indexes and terms -------------------------------------------------------------------
 
     def first_index(self) -> int:
-        return self.storage.first_index()
+        i = self.unstable.maybe_first_index()
+        return i if i is not None else self.storage.first_index()
 
     def last_index(self) -> int:
         i = self.unstable.maybe_last_index()
         return i if i is not None else self.storage.last_index()
+
+    def snapshot(self) -> Snapshot:
+        """The newest snapshot: the unstable one being installed, else the storage's."""
+        if self.unstable.snapshot is not None:
+            return self.unstable.snapshot
+        return self.storage.snapshot()
+
+    def has_pending_snapshot(self) -> bool:
+        return self.unstable.snapshot is not None
+
+    def restore(self, snap: Snapshot) -> None:
+        """Replace the whole log by a snapshot (it becomes the committed prefix)."""
+        self.committed = snap.metadata.index
+        self.unstable.restore(snap)
+
+    def stable_snap_to(self, index: int) -> None:
+        self.unstable.stable_snap_to(index)
 
     def stable_last_index(self) -> int:
         """The last index whose entry is persisted and agrees with this log."""
@@ -141,11 +177,12 @@ class RaftLog:
         return list(self.unstable.entries)
 
     def has_next_committed_entries(self) -> bool:
-        return self.committed > self.applied
+        return self.committed > self.applied and not self.has_pending_snapshot()
 
     def next_committed_entries(self) -> list[Entry]:
-        """Committed entries not yet handed out for applying."""
-        if self.committed <= self.applied:
+        """Committed entries not yet handed out for applying (none while a snapshot is pending:
+        it must be installed first)."""
+        if self.committed <= self.applied or self.has_pending_snapshot():
             return []
         return self.slice(self.applied + 1, self.committed + 1)
 

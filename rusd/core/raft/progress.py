@@ -6,7 +6,7 @@ import enum
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-from rusd.core.raft.types import ConfState
+from rusd.core.raft.types import ConfChange, ConfChangeType, ConfState, RaftError
 
 
 class Inflights:
@@ -42,7 +42,7 @@ class Inflights:
 class ProgressState(enum.Enum):
     PROBE = "StateProbe"  # one MsgApp per heartbeat interval until the match point is found
     REPLICATE = "StateReplicate"  # stream MsgApps optimistically, bounded by inflights
-    SNAPSHOT = "StateSnapshot"  # reserved: waiting for a snapshot (not implemented yet)
+    SNAPSHOT = "StateSnapshot"  # a snapshot was sent; wait until it is applied (or fails)
 
 
 class Progress:
@@ -54,18 +54,31 @@ class Progress:
         self.recent_active = False
         self.is_learner = is_learner
         self.inflights = Inflights(max_inflight)
+        # Index of the snapshot being sent while in StateSnapshot.
+        self.pending_snapshot = 0
 
     def __repr__(self) -> str:
         return f"Progress({self.state.value} match={self.match} next={self.next} paused={self.msg_app_flow_paused})"
 
     def _reset_state(self, state: ProgressState) -> None:
         self.msg_app_flow_paused = False
+        self.pending_snapshot = 0
         self.state = state
         self.inflights.reset()
 
     def become_probe(self) -> None:
+        if self.state is ProgressState.SNAPSHOT:
+            # Resume after the snapshot (if it was applied, match is already there).
+            pending = self.pending_snapshot
+            self._reset_state(ProgressState.PROBE)
+            self.next = max(self.match + 1, pending + 1)
+            return
         self._reset_state(ProgressState.PROBE)
         self.next = self.match + 1
+
+    def become_snapshot(self, snapshot_index: int) -> None:
+        self._reset_state(ProgressState.SNAPSHOT)
+        self.pending_snapshot = snapshot_index
 
     def become_replicate(self) -> None:
         self._reset_state(ProgressState.REPLICATE)
@@ -172,8 +185,45 @@ class ProgressTracker:
     def tally_votes(self) -> VoteResult:
         return majority_vote_result(self.voters, self.votes)
 
+    def tally_acks(self, acks: Mapping[int, bool]) -> VoteResult:
+        """Whether a quorum of voters is among acks (learners' acks do not count)."""
+        return majority_vote_result(self.voters, acks)
+
     def reset_votes(self) -> None:
         self.votes = {}
+
+    def is_singleton(self) -> bool:
+        return len(self.voters) == 1
+
+    def apply_conf_change(self, cc: ConfChange, next_index: int) -> None:
+        """Apply one simple change; new members start probing at next_index."""
+        voters, learners = set(self.voters), set(self.learners)
+        nid = cc.node_id
+        if cc.type is ConfChangeType.ADD_NODE:
+            learners.discard(nid)
+            voters.add(nid)
+        elif cc.type is ConfChangeType.ADD_LEARNER_NODE:
+            voters.discard(nid)
+            learners.add(nid)
+        elif cc.type is ConfChangeType.REMOVE_NODE:
+            voters.discard(nid)
+            learners.discard(nid)
+        if not voters:
+            raise RaftError("removed all voters")
+        self.voters = tuple(sorted(voters))
+        self.learners = tuple(sorted(learners))
+        for i in list(self.progress):
+            if i not in voters and i not in learners:
+                del self.progress[i]
+        for i in self.ids():
+            pr = self.progress.get(i)
+            if pr is None:
+                pr = Progress(0, max(next_index, 1), self.max_inflight)
+                # A new member counts as active: check quorum must not depose the leader at once.
+                pr.recent_active = True
+                self.progress[i] = pr
+            pr.is_learner = i in learners
+        self.votes = {i: v for i, v in self.votes.items() if i in voters}
 
     def quorum_active(self) -> bool:
         active = {i: p.recent_active for i, p in self.progress.items() if not p.is_learner}

@@ -7,18 +7,26 @@ from collections.abc import Callable, Sequence
 
 from rusd.core.raft.log import RaftLog
 from rusd.core.raft.progress import Progress, ProgressState, ProgressTracker, VoteResult
+from rusd.core.raft.read_only import ReadOnly
 from rusd.core.raft.storage import Storage
 from rusd.core.raft.types import (
+    CAMPAIGN_TRANSFER,
     NONE,
     CompactedError,
+    ConfChange,
     Config,
+    ConfState,
     Entry,
+    EntryKind,
     HardState,
     Message,
     MessageType,
     ProposalDroppedError,
     RaftError,
+    ReadState,
     Rng,
+    Snapshot,
+    SnapshotTemporarilyUnavailableError,
     SoftState,
     StateType,
     UnavailableError,
@@ -51,6 +59,16 @@ class Raft:
         self.msgs: list[Message] = []
         self.msgs_after_persist: list[Message] = []
         self._step: Callable[[Message], None] = self._step_follower
+        # ReadIndex: reads waiting for a heartbeat quorum, reads waiting for the first commit
+        # of the leader's term, and the answers for the driver (see ReadState).
+        self.read_only = ReadOnly()
+        self.pending_read_index_messages: list[Message] = []
+        self.read_states: list[ReadState] = []
+        # The node leadership is being transferred to (NONE when no transfer is under way).
+        self.lead_transferee = NONE
+        # The leader may not propose a conf change while the log has an unapplied one at or
+        # below this index (one membership change at a time).
+        self.pending_conf_index = 0
         if hs != HardState():
             self._load_state(hs)
         if config.applied > 0:
@@ -85,6 +103,10 @@ class Raft:
         self._reset_randomized_election_timeout()
         self.tracker.reset_votes()
         self.tracker.reset_progress(0, self.log.last_index() + 1)
+        self.lead_transferee = NONE
+        self.pending_conf_index = 0
+        self.read_only = ReadOnly()
+        self.pending_read_index_messages = []
         own = self.tracker.progress.get(self.id)
         if own is not None:
             # Only what is durable counts for our own match; the rest is acked in on_persisted.
@@ -130,6 +152,8 @@ class Raft:
         if own is not None:
             own.become_replicate()
             own.recent_active = True
+        # Conservatively, any entry of the log may be an unapplied conf change.
+        self.pending_conf_index = self.log.last_index()
         # An empty entry of the new term: committing it commits every earlier entry (§5.4.2).
         self._append_entries([Entry(index=0, term=0)])
 
@@ -154,6 +178,9 @@ class Raft:
             self.election_elapsed = 0
             if self.config.check_quorum:
                 self.step(Message(type=MT.CHECK_QUORUM, from_=self.id))
+            # A transfer that did not finish within an election timeout is abandoned.
+            if self.state is StateType.LEADER and self.lead_transferee != NONE:
+                self.abort_leader_transfer()
         if self.state is not StateType.LEADER:
             return
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
@@ -183,8 +210,8 @@ class Raft:
             prev_term = self.log.term(prev_index)
             ents = self.log.entries_from(pr.next, self.config.max_entries_per_msg)
         except (CompactedError, UnavailableError):
-            # The follower needs entries we no longer have: a snapshot (not implemented yet).
-            return False
+            # The follower needs entries we no longer have: send a snapshot instead.
+            return self._maybe_send_snapshot(to, pr)
         if not ents and not send_if_empty:
             return False
         self._send(
@@ -202,6 +229,20 @@ class Raft:
         pr.sent_entries(len(ents))
         return True
 
+    def _maybe_send_snapshot(self, to: int, pr: Progress) -> bool:
+        if not pr.recent_active:
+            # Do not ship a snapshot to a node we have not heard from lately.
+            return False
+        try:
+            snap = self.log.snapshot()
+        except SnapshotTemporarilyUnavailableError:
+            return False
+        if snap.is_empty():
+            raise RaftError("need a non-empty snapshot")
+        self._send(Message(type=MT.SNAP, to=to, from_=self.id, term=self.term, snapshot=snap))
+        pr.become_snapshot(snap.metadata.index)
+        return True
+
     def _send_heartbeat(self, to: int, ctx: bytes = b"") -> None:
         # Never tell a follower to commit past what it is known to have (it may lack the entries).
         commit = min(self.tracker.progress[to].match, self.log.committed)
@@ -215,8 +256,12 @@ class Raft:
             self._send_append(i)
 
     def bcast_heartbeat(self) -> None:
+        # Carry the newest pending read so that lost heartbeats of a read are made up for.
+        self.bcast_heartbeat_with_ctx(self.read_only.last_pending_request_ctx())
+
+    def bcast_heartbeat_with_ctx(self, ctx: bytes) -> None:
         for i in self._peers():
-            self._send_heartbeat(i)
+            self._send_heartbeat(i, ctx)
 
     # -- leader log -----------------------------------------------------------------------------
 
@@ -227,7 +272,85 @@ class Raft:
         # Our own progress is updated once the entries are durable (on_persisted).
 
     def maybe_commit(self) -> bool:
-        return self.log.maybe_commit(self.tracker.committed(), self.term)
+        if not self.log.maybe_commit(self.tracker.committed(), self.term):
+            return False
+        self._release_pending_read_index_messages()
+        return True
+
+    def committed_entry_in_current_term(self) -> bool:
+        return self.log.zero_term_on_err(self.log.committed) == self.term
+
+    # -- ReadIndex ------------------------------------------------------------------------------
+
+    def _release_pending_read_index_messages(self) -> None:
+        if not self.pending_read_index_messages or not self.committed_entry_in_current_term():
+            return
+        msgs, self.pending_read_index_messages = self.pending_read_index_messages, []
+        for m in msgs:
+            self._send_read_index_response(m)
+
+    def _send_read_index_response(self, m: Message) -> None:
+        # The read index is the commit index now; it is valid once a quorum confirms that we
+        # were still the leader after this point (a heartbeat round carrying the context).
+        self.read_only.add_request(self.log.committed, m)
+        self.read_only.recv_ack(self.id, m.context)
+        self.bcast_heartbeat_with_ctx(m.context)
+
+    def _response_to_read_index_req(self, req: Message, read_index: int) -> None:
+        if req.from_ in (NONE, self.id):
+            self.read_states.append(ReadState(index=read_index, request_ctx=req.context))
+            return
+        self._send(
+            Message(
+                type=MT.READ_INDEX_RESP,
+                to=req.from_,
+                from_=self.id,
+                term=self.term,
+                index=read_index,
+                context=req.context,
+            )
+        )
+
+    # -- leader transfer ------------------------------------------------------------------------
+
+    def abort_leader_transfer(self) -> None:
+        self.lead_transferee = NONE
+
+    def _send_timeout_now(self, to: int) -> None:
+        self._send(Message(type=MT.TIMEOUT_NOW, to=to, from_=self.id, term=self.term))
+
+    # -- membership -----------------------------------------------------------------------------
+
+    def has_unapplied_conf_changes(self) -> bool:
+        if self.log.applied >= self.log.committed:
+            return False
+        try:
+            ents = self.log.slice(self.log.applied + 1, self.log.committed + 1)
+        except (CompactedError, UnavailableError):
+            return False
+        return any(e.kind is EntryKind.CONF_CHANGE for e in ents)
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Apply a committed conf change to the configuration (the driver calls this when it
+        applies the CONF_CHANGE entry)."""
+        self.tracker.apply_conf_change(cc, max(self.log.last_index(), 1))
+        cs = self.tracker.conf_state()
+        own = self.tracker.progress.get(self.id)
+        if (own is None or own.is_learner) and self.state is StateType.LEADER:
+            # Removed or demoted: step down (a node outside the voters cannot lead).
+            self.become_follower(self.term, NONE)
+            return cs
+        if self.state is not StateType.LEADER:
+            return cs
+        # The quorum changed: maybe more is committed now, and new members need the log.
+        if self.maybe_commit():
+            self.bcast_append()
+        else:
+            for i in self._peers():
+                self._maybe_send_append(i, send_if_empty=False)
+        if self.lead_transferee != NONE and self.lead_transferee not in self.tracker.voters:
+            self.abort_leader_transfer()
+        return cs
 
     def on_persisted(self, index: int, term: int) -> None:
         """The driver made entries up to (index, term) durable."""
@@ -241,17 +364,20 @@ class Raft:
 
     # -- elections ------------------------------------------------------------------------------
 
-    def _hup(self) -> None:
+    def _hup(self, transfer: bool = False) -> None:
         if self.state is StateType.LEADER:
             return
         if not self.promotable():
             return
-        if self.config.pre_vote:
+        if self.has_unapplied_conf_changes():
+            # The configuration we would campaign in is about to change: wait until applied.
+            return
+        if self.config.pre_vote and not transfer:
             self._campaign(MT.PRE_VOTE)
         else:
-            self._campaign(MT.VOTE)
+            self._campaign(MT.VOTE, transfer)
 
-    def _campaign(self, vote_type: MessageType) -> None:
+    def _campaign(self, vote_type: MessageType, transfer: bool = False) -> None:
         if vote_type is MT.PRE_VOTE:
             self.become_pre_candidate()
             term = self.term + 1
@@ -271,6 +397,7 @@ class Raft:
                     term=term,
                     index=self.log.last_index(),
                     log_term=self.log.last_term(),
+                    context=CAMPAIGN_TRANSFER if transfer else b"",
                 )
             )
 
@@ -285,10 +412,11 @@ class Raft:
             pass  # local message
         elif m.term > self.term:
             if m.type in (MT.VOTE, MT.PRE_VOTE):
+                force = m.context == CAMPAIGN_TRANSFER
                 in_lease = (
                     self.config.check_quorum and self.lead != NONE and self.election_elapsed < self.election_timeout
                 )
-                if in_lease:
+                if in_lease and not force:
                     # We heard from a leader within the minimum election timeout: do not let a
                     # disruptive server depose it (§6, "disruptive servers").
                     return
@@ -346,8 +474,44 @@ class Raft:
                 raise RaftError("stepped empty MsgProp")
             if self.id not in self.tracker.progress:
                 raise ProposalDroppedError("not a member of the configuration")
-            self._append_entries(m.entries)
+            if self.lead_transferee != NONE:
+                raise ProposalDroppedError(f"leadership is being transferred to {self.lead_transferee}")
+            es = list(m.entries)
+            for k, e in enumerate(es):
+                if e.kind is not EntryKind.CONF_CHANGE:
+                    continue
+                if self.pending_conf_index > self.log.applied:
+                    # One membership change at a time: this one becomes a no-op (as etcd does).
+                    es[k] = Entry(index=0, term=0)
+                else:
+                    self.pending_conf_index = self.log.last_index() + k + 1
+            self._append_entries(es)
             self.bcast_append()
+            return
+        if m.type is MT.SNAP_STATUS:
+            spr = self.tracker.progress.get(m.from_)
+            if spr is not None and spr.state is ProgressState.SNAPSHOT:
+                if m.reject:
+                    spr.pending_snapshot = 0  # failed: probe from match again
+                spr.become_probe()
+                # Wait for a heartbeat response before sending more (the snapshot may still
+                # be on its way, or the peer is unreachable).
+                spr.msg_app_flow_paused = True
+            return
+        if m.type is MT.UNREACHABLE:
+            upr = self.tracker.progress.get(m.from_)
+            if upr is not None and upr.state is ProgressState.REPLICATE:
+                upr.become_probe()
+            return
+        if m.type is MT.READ_INDEX:
+            if self.tracker.is_singleton():
+                self._response_to_read_index_req(m, self.log.committed)
+            elif not self.committed_entry_in_current_term():
+                # Our commit index may be behind the previous leader's: wait for the first
+                # commit of our term before it can serve as a read index (§6.4).
+                self.pending_read_index_messages.append(m)
+            else:
+                self._send_read_index_response(m)
             return
 
         pr = self.tracker.progress.get(m.from_)
@@ -362,6 +526,33 @@ class Raft:
                 pr.inflights.free_first_one()
             if pr.match < self.log.last_index() or pr.state is ProgressState.PROBE:
                 self._send_append(m.from_)
+            if not m.context:
+                return
+            acks = self.read_only.recv_ack(m.from_, m.context)
+            if acks is None or self.tracker.tally_acks(acks) is not VoteResult.WON:
+                return
+            for rs in self.read_only.advance(m.context):
+                self._response_to_read_index_req(rs.req, rs.index)
+        elif m.type is MT.TRANSFER_LEADER:
+            self._handle_transfer_leader(m, pr)
+
+    def _handle_transfer_leader(self, m: Message, pr: Progress) -> None:
+        if pr.is_learner:
+            return  # a learner cannot lead
+        transferee = m.from_
+        if self.lead_transferee != NONE:
+            if self.lead_transferee == transferee:
+                return  # already under way
+            self.abort_leader_transfer()
+        if transferee == self.id:
+            return  # already the leader
+        # The transfer must finish within an election timeout (see _tick_heartbeat).
+        self.election_elapsed = 0
+        self.lead_transferee = transferee
+        if pr.match == self.log.last_index():
+            self._send_timeout_now(transferee)
+        else:
+            self._send_append(transferee)
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
@@ -380,6 +571,10 @@ class Raft:
             return
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
+        elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+            # The snapshot (or entries) brought it past what we compacted: replicate again.
+            pr.become_probe()
+            pr.become_replicate()
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
         if self.maybe_commit():
@@ -388,10 +583,13 @@ class Raft:
             self._send_append(m.from_)
         while self._maybe_send_append(m.from_, send_if_empty=False):
             pass
+        if m.from_ == self.lead_transferee and pr.match == self.log.last_index():
+            # The transferee caught up: tell it to campaign now.
+            self._send_timeout_now(m.from_)
 
     def _step_candidate(self, m: Message) -> None:
         my_resp = MT.PRE_VOTE_RESP if self.state is StateType.PRE_CANDIDATE else MT.VOTE_RESP
-        if m.type is MT.PROP:
+        if m.type in (MT.PROP, MT.READ_INDEX):
             raise ProposalDroppedError("no leader")
         if m.type is MT.APP:
             self.become_follower(m.term, m.from_)
@@ -399,6 +597,9 @@ class Raft:
         elif m.type is MT.HEARTBEAT:
             self.become_follower(m.term, m.from_)
             self._handle_heartbeat(m)
+        elif m.type is MT.SNAP:
+            self.become_follower(m.term, m.from_)
+            self._handle_snapshot(m)
         elif m.type is my_resp:
             res = self._poll(m.from_, not m.reject)
             if res is VoteResult.WON:
@@ -415,6 +616,19 @@ class Raft:
             if self.lead == NONE:
                 raise ProposalDroppedError("no leader")
             self._send(Message(type=MT.PROP, to=self.lead, from_=self.id, entries=m.entries))
+        elif m.type is MT.READ_INDEX:
+            if self.lead == NONE:
+                raise ProposalDroppedError("no leader")
+            self._send(Message(type=MT.READ_INDEX, to=self.lead, from_=m.from_, context=m.context))
+        elif m.type is MT.READ_INDEX_RESP:
+            self.read_states.append(ReadState(index=m.index, request_ctx=m.context))
+        elif m.type is MT.TIMEOUT_NOW:
+            # The leader hands leadership to us: campaign at once, past PreVote and leases.
+            self._hup(transfer=True)
+        elif m.type is MT.TRANSFER_LEADER:
+            if self.lead == NONE:
+                return
+            self._send(Message(type=MT.TRANSFER_LEADER, to=self.lead, from_=m.from_, term=self.term))
         elif m.type is MT.APP:
             self.election_elapsed = 0
             self.lead = m.from_
@@ -423,6 +637,10 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.from_
             self._handle_heartbeat(m)
+        elif m.type is MT.SNAP:
+            self.election_elapsed = 0
+            self.lead = m.from_
+            self._handle_snapshot(m)
 
     def _handle_append_entries(self, m: Message) -> None:
         if m.index < self.log.committed:
@@ -451,3 +669,33 @@ class Raft:
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(m.commit)
         self._send(Message(type=MT.HEARTBEAT_RESP, to=m.from_, from_=self.id, term=self.term, context=m.context))
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def _handle_snapshot(self, m: Message) -> None:
+        if m.snapshot is None:
+            raise RaftError("MsgSnap without a snapshot")
+        index = self.log.last_index() if self.restore(m.snapshot) else self.log.committed
+        self._send(Message(type=MT.APP_RESP, to=m.from_, from_=self.id, term=self.term, index=index))
+
+    def restore(self, snap: Snapshot) -> bool:
+        """Install a snapshot from the leader; False if it brings nothing new."""
+        md = snap.metadata
+        if md.index <= self.log.committed:
+            return False
+        if self.state is not StateType.FOLLOWER:
+            # Only a follower installs a snapshot (from its leader); should never happen.
+            self.become_follower(self.term + 1, NONE)
+            return False
+        cs = md.conf_state
+        if self.id not in cs.voters and self.id not in cs.learners:
+            # A snapshot of a configuration we are not part of: ignore it (etcd does too).
+            return False
+        if self.log.match_term(md.index, md.term):
+            # We already have the snapshot's last entry: just fast-forward the commit index.
+            self.log.commit_to(md.index)
+            return False
+        self.log.restore(snap)
+        self.tracker = ProgressTracker(cs, self.config.max_inflight_msgs)
+        self.tracker.reset_progress(0, self.log.last_index() + 1)
+        return True

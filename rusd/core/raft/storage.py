@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rusd.core.raft.types import ConfState, Entry, HardState
+from rusd.core.raft.types import ConfState, Entry, HardState, Snapshot
 
 
 class Storage(Protocol):
@@ -27,3 +27,7 @@ class Storage(Protocol):
     def first_index(self) -> int: ...
 
     def last_index(self) -> int: ...
+
+    def snapshot(self) -> Snapshot:
+        """The most recent snapshot (SnapshotTemporarilyUnavailableError if it is being built)."""
+        ...

@@ -6,6 +6,7 @@ Node ids are positive ints; 0 (NONE) means "no node" (no leader, no vote), as in
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,14 +34,28 @@ class MessageType(enum.Enum):
     PRE_VOTE_RESP = "MsgPreVoteResp"
     HEARTBEAT = "MsgHeartbeat"
     HEARTBEAT_RESP = "MsgHeartbeatResp"
-    SNAP = "MsgSnap"  # not implemented yet
-    TIMEOUT_NOW = "MsgTimeoutNow"  # not implemented yet
-    READ_INDEX = "MsgReadIndex"  # not implemented yet
-    READ_INDEX_RESP = "MsgReadIndexResp"  # not implemented yet
-    TRANSFER_LEADER = "MsgTransferLeader"  # not implemented yet
+    SNAP = "MsgSnap"  # leader -> lagging follower: install this snapshot
+    TIMEOUT_NOW = "MsgTimeoutNow"  # leader -> transferee: campaign now (leader transfer)
+    READ_INDEX = "MsgReadIndex"  # local, or forwarded by a follower: a linearizable read
+    READ_INDEX_RESP = "MsgReadIndexResp"  # leader -> follower: the read index for its context
+    TRANSFER_LEADER = "MsgTransferLeader"  # local or forwarded; from_ is the transferee
+    SNAP_STATUS = "MsgSnapStatus"  # local: the driver reports whether a MsgSnap was delivered
+    UNREACHABLE = "MsgUnreachable"  # local: the driver could not reach a peer
 
 
-LOCAL_MESSAGES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM})
+LOCAL_MESSAGES = frozenset(
+    {
+        MessageType.HUP,
+        MessageType.BEAT,
+        MessageType.CHECK_QUORUM,
+        MessageType.SNAP_STATUS,
+        MessageType.UNREACHABLE,
+    }
+)
+
+# Context of the MsgVote of a campaign started by MsgTimeoutNow: voters ignore their leader
+# lease for it (the leader itself asked for the election).
+CAMPAIGN_TRANSFER = b"CampaignTransfer"
 RESPONSE_MESSAGES = frozenset(
     {
         MessageType.APP_RESP,
@@ -62,7 +77,32 @@ def vote_resp_type(t: MessageType) -> MessageType:
 
 class EntryKind(enum.Enum):
     NORMAL = 0
-    CONF_CHANGE = 1  # reserved for membership changes (not implemented yet)
+    CONF_CHANGE = 1  # data is ConfChange.encode(); applied with RawNode.apply_conf_change
+
+
+class ConfChangeType(enum.Enum):
+    ADD_NODE = 0  # add a voter, or promote a learner to voter
+    REMOVE_NODE = 1
+    ADD_LEARNER_NODE = 2  # add a learner (or demote a voter to learner)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """One membership change (a simple change: at most one voter changes at a time)."""
+
+    type: ConfChangeType
+    node_id: int
+    context: bytes = b""
+
+    _HEADER = struct.Struct(">BQ")
+
+    def encode(self) -> bytes:
+        return self._HEADER.pack(self.type.value, self.node_id) + self.context
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConfChange:
+        t, node_id = cls._HEADER.unpack_from(data)
+        return cls(type=ConfChangeType(t), node_id=node_id, context=bytes(data[cls._HEADER.size :]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +113,41 @@ class Entry:
     term: int
     data: bytes = b""
     kind: EntryKind = EntryKind.NORMAL
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMetadata:
+    index: int = 0
+    term: int = 0
+    conf_state: ConfState = field(default_factory=ConfState)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The application state as of metadata.index (data is opaque to Raft)."""
+
+    data: bytes = b""
+    metadata: SnapshotMetadata = field(default_factory=SnapshotMetadata)
+
+    def is_empty(self) -> bool:
+        return self.metadata.index == 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read may be served once the applied index reaches `index`.
+
+    A Ready carries a ReadState only once the log's commit index reached `index`, so it is
+    safe to serve after applying that Ready's committed_entries."""
+
+    index: int
+    request_ctx: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +163,7 @@ class Message:
     reject: bool = False
     reject_hint: int = 0
     context: bytes = b""
+    snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +188,6 @@ class SoftState:
 
     lead: int = NONE
     state: StateType = StateType.FOLLOWER
-
-
-@dataclass(frozen=True, slots=True)
-class ConfState:
-    voters: tuple[int, ...] = ()
-    learners: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +219,18 @@ class Config:
 class Ready:
     """One batch of work for the driver, in this order:
 
-    1. persist `hard_state` (if not None) and `entries` (fsync when `must_sync`);
+    1. persist `snapshot` (if not None: it replaces the whole log, e.g.
+       MemoryStorage.apply_snapshot, and the state machine is restored from it), then
+       `hard_state` (if not None) and `entries` (fsync when `must_sync`);
     2. send `messages` (may be sent before step 1 completes) and, once step 1 is
-       durable, `messages_after_persist`;
+       durable, `messages_after_persist`; for every MsgSnap sent, report the outcome with
+       `RawNode.report_snapshot(to, failed)` (the leader waits for it);
     3. apply `committed_entries` (they may include entries of this Ready's `entries`,
-       so apply them after step 1);
-    4. call `RawNode.advance(ready)`.
+       so apply them after step 1); a CONF_CHANGE entry is applied with
+       `RawNode.apply_conf_change(ConfChange.decode(entry.data))`;
+    4. serve the linearizable reads in `read_states` (the state machine has now applied
+       at least up to their index);
+    5. call `RawNode.advance(ready)`.
     """
 
     soft_state: SoftState | None = None
@@ -164,6 +240,10 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     messages_after_persist: list[Message] = field(default_factory=list)
     must_sync: bool = False
+    # Linearizable reads that may be served once this Ready's committed_entries are applied.
+    read_states: list[ReadState] = field(default_factory=list)
+    # A snapshot to persist (and install into the state machine) before `entries`.
+    snapshot: Snapshot | None = None
 
 
 class RaftError(Exception):
@@ -180,3 +260,7 @@ class CompactedError(RaftError):
 
 class UnavailableError(RaftError):
     """The requested index is past the last entry."""
+
+
+class SnapshotTemporarilyUnavailableError(RaftError):
+    """The storage cannot produce a snapshot right now; the leader retries later."""
