@@ -1,0 +1,148 @@
+"""Safety checked on every step, liveness after the faults stop.
+
+Each checker keeps the first violation it saw (a message naming member, index and term);
+the cluster stops the run at the first violation, so the message describes the first bad
+state and the trace ends right after the event that caused it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rusd.core.raft import Entry
+
+CHECKERS = (
+    "election_safety",  # at most one leader per term
+    "leader_completeness",  # a new leader's log holds every entry known committed
+    "log_matching",  # the committed prefixes of all logs agree
+    "state_machine_safety",  # every member applies the same entry at each index
+    "applied_monotonic",  # a member's applied index only moves forward, one entry at a time
+    "durability",  # committed entries stay durable on a quorum; no acknowledged write is lost
+    "liveness",  # after healing: one leader, every pending request answered, within a bound
+    "raft_invariants",  # the core raised an error (a panic in etcd)
+)
+
+
+class Checkers:
+    def __init__(self, members: Sequence[int]) -> None:
+        self.members = list(members)
+        self.quorum = len(self.members) // 2 + 1
+        self.verdicts: dict[str, str | None] = dict.fromkeys(CHECKERS)
+        self.liveness_checked = False
+        self.leader_of_term: dict[int, int] = {}
+        self.completeness_checked: set[int] = set()
+        # index -> (term, data) of every entry known committed (from any member's log or apply)
+        self.committed: dict[int, tuple[int, bytes]] = {}
+        self.log_checked: dict[int, int] = dict.fromkeys(self.members, 0)
+        self.applied: dict[int, int] = dict.fromkeys(self.members, 0)
+        self.acked: dict[str, int] = {}  # request id -> index it took effect at
+
+    # -- verdicts -------------------------------------------------------------------------------
+
+    def fail(self, name: str, message: str) -> None:
+        if self.verdicts[name] is None:
+            self.verdicts[name] = message
+
+    @property
+    def failed(self) -> bool:
+        return any(v is not None for v in self.verdicts.values())
+
+    def lines(self) -> list[str]:
+        out = []
+        for name, v in self.verdicts.items():
+            if v is not None:
+                out.append(f"check {name}: FAIL {v}")
+            elif name == "liveness" and not self.liveness_checked:
+                out.append(f"check {name}: not run")
+            else:
+                out.append(f"check {name}: ok")
+        return out
+
+    # -- safety ---------------------------------------------------------------------------------
+
+    def _committed(self, index: int, term: int, data: bytes) -> tuple[int, bytes]:
+        return self.committed.setdefault(index, (term, data))
+
+    def on_leader(self, member: int, term: int, log: list[Entry]) -> bool:
+        """A member is leader in `term`; True when this is news (a new election won)."""
+        first = self.leader_of_term.setdefault(term, member)
+        if first != member:
+            self.fail("election_safety", f"term {term} has two leaders: {first} and {member}")
+            return False
+        if term not in self.completeness_checked:
+            self.completeness_checked.add(term)  # once per term: when its leader first shows
+            for index, (t, data) in sorted(self.committed.items()):
+                if index > len(log) or (log[index - 1].term, log[index - 1].data) != (t, data):
+                    self.fail(
+                        "leader_completeness",
+                        f"leader {member} of term {term} lacks committed entry {index}@{t}",
+                    )
+                    break
+            return True
+        return False
+
+    def on_commit(self, member: int, committed: int, entries_from: int, entries: Sequence[Entry]) -> None:
+        """`entries` are the member's log entries from index `entries_from` up to its commit."""
+        for e in entries:
+            want = self._committed(e.index, e.term, e.data)
+            if want != (e.term, e.data):
+                self.fail(
+                    "log_matching",
+                    f"member {member} has {e.index}@{e.term} committed, another member has {e.index}@{want[0]}",
+                )
+                return
+        self.log_checked[member] = committed
+
+    def on_restart(self, member: int, applied: int) -> None:
+        self.log_checked[member] = 0
+        self.applied[member] = applied
+
+    def on_apply(self, member: int, entry: Entry) -> None:
+        prev = self.applied[member]
+        if entry.index != prev + 1:
+            self.fail("applied_monotonic", f"member {member} applied {entry.index} after {prev}")
+        self.applied[member] = entry.index
+        want = self._committed(entry.index, entry.term, entry.data)
+        if want != (entry.term, entry.data):
+            self.fail(
+                "state_machine_safety",
+                f"member {member} applied {entry.index}@{entry.term} where {entry.index}@{want[0]} was applied",
+            )
+
+    def on_ack(self, request_id: str, index: int) -> None:
+        self.acked.setdefault(request_id, index)
+
+    def on_crash(self, member: int, durable_terms: dict[int, list[tuple[int, bytes]]]) -> None:
+        """After a crash dropped un-fsynced writes: every committed entry is still on a quorum
+        of durable logs (`durable_terms[m]` is member m's durable log as (term, data) pairs)."""
+        for index, want in sorted(self.committed.items()):
+            holders = sum(
+                1 for log in durable_terms.values() if index <= len(log) and log[index - 1] == want
+            )
+            if holders < self.quorum:
+                acked = sorted(rid for rid, i in self.acked.items() if i == index)
+                what = f"acknowledged request {acked[0]}" if acked else "committed entry"
+                self.fail(
+                    "durability",
+                    f"after member {member} crashed, {what} at {index}@{want[0]} is durable on "
+                    f"{holders} of {len(self.members)} members",
+                )
+                return
+
+    # -- end of run -----------------------------------------------------------------------------
+
+    def final_registers(self, seen: dict[int, dict[str, int]]) -> None:
+        """Every acknowledged request took effect, at its index, on every member."""
+        for member, s in sorted(seen.items()):
+            for rid, index in self.acked.items():
+                if s.get(rid) != index:
+                    self.fail(
+                        "durability",
+                        f"acknowledged request {rid} (index {index}) is at {s.get(rid)} on member {member}",
+                    )
+                    return
+
+    def on_liveness(self, ok: bool, message: str) -> None:
+        self.liveness_checked = True
+        if not ok:
+            self.fail("liveness", message)
