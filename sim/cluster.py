@@ -35,7 +35,7 @@ from rusd.core.raft import (
     Ready,
     StateType,
 )
-from rusd.storage.raft_memory import MemoryStorage
+from rusd.core.raft.memory import MemoryStorage
 from sim.checkers import Checkers
 from sim.clock import US_PER_MS, US_PER_S, MemberClock, SimClock, member_clock
 from sim.disk import Disk

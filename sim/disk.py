@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 
 from rusd.core.raft import ConfState, Entry, HardState
-from rusd.storage.raft_memory import MemoryStorage
+from rusd.core.raft.memory import MemoryStorage
 from sim.register import Register
 
 

@@ -9,6 +9,7 @@ that already holds every acknowledged write.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -48,10 +49,28 @@ from rusd.core.mvcc.types import (
     TxnRequest,
     TxnResponse,
 )
-from rusd.core.single_log import LogReady, SingleMemberLog
+from rusd.core.raft import (
+    NONE,
+    Config,
+    ConfState,
+    HardState,
+    Message,
+    ProposalDroppedError,
+    RawNode,
+    Rng,
+    StateType,
+)
+from rusd.core.raft import Entry as RaftEntry
+from rusd.core.raft.memory import MemoryStorage
 
 META_APPLIED_INDEX = b"applied_index"
+# The term of the entry at the applied index (etcd's "term" next to its consistent index):
+# the log restarts after it, so Raft knows the term of the entry before the first one.
+META_APPLIED_TERM = b"applied_term"
+# The member's current term (kept for data written before the hard state was stored).
 META_TERM = b"term"
+# Raft's HardState (term, vote, commit), written in the same batch as the entries.
+META_HARD_STATE = b"raft_hard_state"
 
 WriteRequest: TypeAlias = (
     PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | AlarmRequest
@@ -117,17 +136,25 @@ class MemberConfig:
 @dataclass
 class Ready:
     """One turn's work for the driver, in order: persist `entries`, apply `committed`
-    (with `Member.apply`, in the same durable batch), drop log entries up to
-    `compact_log_to` (0: none), then send `responses` (they need nothing durable)."""
+    (with `Member.apply`, in the same durable batch: it also stores `hard_state`), drop
+    log entries up to `compact_log_to` (0: none), make the batch durable, then send
+    `messages` to peers and `responses` to clients.
+
+    Raft ran ahead of the disk to produce it (its own append counted as persisted), which
+    is safe because nothing leaves the member before the whole batch is durable: a crash
+    before that loses the turn entirely."""
 
     entries: list[Entry]
     committed: list[Entry]
     responses: list[tuple[int, Result]]
     compact_log_to: int
-    _log: LogReady
+    hard_state: HardState | None = None
+    messages: list[Message] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.entries or self.committed or self.responses)
+        return bool(
+            self.entries or self.committed or self.responses or self.hard_state is not None or self.messages
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,29 +243,83 @@ def unapplied_entries(view: KVReader, log: LogReader) -> list[Entry]:
     return log.entries(applied + 1, log.last_index() + 1)
 
 
+def load_hard_state(view: KVReader) -> HardState:
+    raw = view.get_meta(META_HARD_STATE)
+    if raw is None:
+        return HardState()
+    term, vote, commit = _HARD_STATE.unpack(raw)
+    return HardState(term, vote, commit)
+
+
+def save_hard_state(backend: KVBackend, hs: HardState) -> None:
+    backend.put_meta(META_HARD_STATE, _HARD_STATE.pack(hs.term, hs.vote, hs.commit))
+
+
+_HARD_STATE = struct.Struct(">QQQ")
+
+
+class _Lcg:
+    """Deterministic randomness for Raft's election timeouts when the driver gives none
+    (a single voter never waits for a randomized timeout)."""
+
+    def __init__(self, seed: int) -> None:
+        self._state = seed & 0xFFFFFFFFFFFFFFFF
+
+    def randrange(self, start: int, stop: int) -> int:
+        self._state = (self._state * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        return start + (self._state >> 33) % (stop - start)
+
+
 def is_read(req: object) -> bool:
     """Requests answered from a snapshot without a log entry."""
     return isinstance(req, RangeRequest) or (isinstance(req, TxnRequest) and not store.is_write(req))
 
 
 class Member:
-    """A single-member etcd: requests become log entries; applying them answers."""
+    """An etcd member over a Raft RawNode: requests become proposals; applying the
+    committed entries answers them. The server runs it as the only voter."""
 
     def __init__(
-        self, config: MemberConfig, view: KVReader, replay: list[Entry], now: float, unix_ms: int = 0
+        self,
+        config: MemberConfig,
+        view: KVReader,
+        replay: list[Entry],
+        now: float,
+        unix_ms: int = 0,
+        rng: Rng | None = None,
+        voters: tuple[int, ...] = (),
     ) -> None:
         """`now` is the driver's clock (seconds); `unix_ms` the wall clock in
-        milliseconds, which seeds the lease id generator as etcd's idutil does."""
+        milliseconds, which seeds the lease id generator as etcd's idutil does.
+        `replay` holds the durable log entries after the applied index; `voters` the
+        cluster's voters (default: this member alone, which then campaigns at once)."""
         self.config = config
+        applied = store.get_int(view, META_APPLIED_INDEX)
+        hs = load_hard_state(view)
         # A fresh member bootstraps at term 1 and wins its first election at term 2,
         # as etcd does; each restart is one more election.
-        self.term = store.get_int(view, META_TERM, 1) + 1
-        self.log = SingleMemberLog(self.term, store.get_int(view, META_APPLIED_INDEX), replay)
+        term = max(hs.term, store.get_int(view, META_TERM, 1))
+        # Raft reads its log from memory (as etcd's raft.MemoryStorage next to its WAL):
+        # the durable entries after the applied index, then what each turn appends.
+        self.storage = MemoryStorage(ConfState(voters=voters or (config.member.id,)))
+        self.storage.snapshot_index = applied
+        self.storage.snapshot_term = store.get_int(view, META_APPLIED_TERM, term if applied else 0)
+        self.storage.append([RaftEntry(e.index, e.term, e.data) for e in replay])
+        commit = min(max(hs.commit, applied), self.storage.last_index())
+        self.storage.set_hard_state(HardState(term, hs.vote, commit))
+        raft_config = Config(
+            id=config.member.id, election_tick=config.election_ticks, heartbeat_tick=1, applied=applied
+        )
+        self.raw = RawNode(raft_config, self.storage, rng or _Lcg(config.member.id))
+        self._applied = applied
+        # Proposals of this member that a client waits for: log index -> (req_id, term).
+        self._waiting: dict[int, tuple[int, int]] = {}
+        self._pending = Ready([], [], [], 0)
         self.alarms: tuple[AlarmMember, ...] = alarms.load(view)
         self.compactor = AutoCompactor(config.compaction, now)
-        self._waiting: set[int] = set()
         self._responses: list[tuple[int, Result]] = []
-        self._log_compacted = self.log.applied_index
+        self._log_compacted = applied
+        self._outstanding: Ready | None = None
         self._now = now
         self._ids = IdGenerator(config.member.id, unix_ms)
         self.lessor = Lessor(min_lease_ttl(config.election_ticks, config.heartbeat_ms))
@@ -253,13 +334,23 @@ class Member:
         # TTL again (plus an election timeout, as etcd's Promote) from now.
         self.lessor.promote(now, config.election_timeout)
         self._revoking: set[int] = set()
-        # A new term starts with an empty entry, as a Raft leader's does: it makes
-        # the new term durable before anything is acknowledged in it.
-        self.log.propose(b"")
+        if len(self.storage.conf_state.voters) == 1:
+            # The only voter elects itself at once; as leader it appends the empty entry
+            # of its term, which makes the term durable before anything is acknowledged.
+            self.raw.campaign()
+        self._drain()
 
     @property
     def member_id(self) -> int:
         return self.config.member.id
+
+    @property
+    def term(self) -> int:
+        return self.raw.term
+
+    @property
+    def is_leader(self) -> bool:
+        return self.raw.state is StateType.LEADER
 
     def status(self) -> MemberStatus:
         """Call after `advance`: then every proposal so far is persisted."""
@@ -267,11 +358,11 @@ class Member:
 
     @property
     def applied_index(self) -> int:
-        return self.log.applied_index
+        return self._applied
 
     @property
     def last_index(self) -> int:
-        return self.log.last_index
+        return self.raw.raft.log.last_index()
 
     def submit(self, req_id: int, req: WriteRequest, backend_size: int) -> None:
         """A client write: refused at once if invalid or over quota, else proposed."""
@@ -309,8 +400,18 @@ class Member:
         return LeaseLeasesResponse(tuple(self.lessor.leases()))
 
     def _propose(self, req_id: int, req: WriteRequest) -> None:
-        self._waiting.add(req_id)
-        self.log.propose(codec.encode(Proposal(self.member_id, req_id, req)))
+        if not self.is_leader:
+            # Followers do not forward proposals (yet): the client retries elsewhere.
+            error = errors.NO_LEADER if self.raw.lead == NONE else errors.NOT_LEADER
+            self._responses.append((req_id, EtcdError(error)))
+            return
+        try:
+            self.raw.propose(codec.encode(Proposal(self.member_id, req_id, req)))
+        except ProposalDroppedError:  # e.g. while leadership is being transferred
+            self._responses.append((req_id, EtcdError(errors.LEADER_CHANGED)))
+            return
+        # The leader appended it to its log: it answers when that index is applied.
+        self._waiting[self.last_index] = (req_id, self.term)
 
     def _check(self, req: WriteRequest, backend_size: int) -> None:
         check_request(req, self.config.max_txn_ops)
@@ -329,8 +430,14 @@ class Member:
             raise EtcdError(errors.NO_SPACE)
 
     def _propose_internal(self, req: WriteRequest) -> None:
-        """A proposal nobody waits for (req_id 0 is never a client's)."""
-        self.log.propose(codec.encode(Proposal(self.member_id, 0, req)))
+        """A proposal nobody waits for (req_id 0 is never a client's); only a leader
+        makes them, and a lost one is made again by whoever leads next."""
+        if not self.is_leader:
+            return
+        try:
+            self.raw.propose(codec.encode(Proposal(self.member_id, 0, req)))
+        except ProposalDroppedError:
+            return  # a transfer is under way; the next leader proposes it again
 
     @property
     def nospace(self) -> bool:
@@ -340,6 +447,7 @@ class Member:
         """Time passes: maybe start an auto-compaction; revoke expired leases (each
         proposed once, until its revocation is applied)."""
         self._now = max(self._now, now)
+        self.raw.tick()
         target = self.compactor.tick(now, revision)
         if target is not None:
             self._propose_internal(CompactionRequest(target))
@@ -348,13 +456,45 @@ class Member:
                 self._revoking.add(lease_id)
                 self._propose_internal(LeaseRevokeRequest(lease_id))
 
+    def step(self, m: Message) -> None:
+        """A Raft message from a peer."""
+        self.raw.step(m)
+
+    def _drain(self) -> None:
+        """Run Raft until it has nothing more to do, collecting its Readys into one.
+
+        Raft is told at once that each Ready's entries are persisted and applied: the
+        driver makes them durable, with the apply, in one batch before anything in the
+        combined Ready (messages included) leaves the member, so no one can observe the
+        difference. For a single voter this commits a proposal in the turn it is made."""
+        pending = self._pending
+        raw = self.raw
+        while raw.has_ready():
+            rd = raw.ready()
+            if rd.snapshot is not None:
+                raise NotImplementedError("installing a snapshot into a Member")
+            if rd.hard_state is not None:
+                self.storage.set_hard_state(rd.hard_state)
+                pending.hard_state = rd.hard_state
+            if rd.entries:
+                self.storage.append(rd.entries)
+                first = rd.entries[0].index
+                while pending.entries and pending.entries[-1].index >= first:
+                    pending.entries.pop()
+                pending.entries.extend(Entry(e.index, e.term, e.data) for e in rd.entries)
+            pending.committed.extend(Entry(e.index, e.term, e.data) for e in rd.committed_entries)
+            pending.messages.extend(rd.messages)
+            pending.messages.extend(rd.messages_after_persist)
+            raw.advance(rd)
+
     def ready(self) -> Ready:
-        lrd = self.log.ready()
-        compact_to = 0
-        if lrd.committed and lrd.committed[-1].index - self._log_compacted >= self.config.snapshot_count:
-            compact_to = lrd.committed[-1].index
-        responses, self._responses = self._responses, []
-        return Ready(lrd.entries, lrd.committed, responses, compact_to, lrd)
+        self._drain()
+        rd, self._pending = self._pending, Ready([], [], [], 0)
+        if rd.committed and rd.committed[-1].index - self._log_compacted >= self.config.snapshot_count:
+            rd.compact_log_to = rd.committed[-1].index
+        rd.responses, self._responses = self._responses, []
+        self._outstanding = rd
+        return rd
 
     def apply(self, backend: KVBackend, entries: list[Entry], now: float | None = None) -> Applied:
         """Apply committed entries through the open batch. `now` (default: the last
@@ -363,23 +503,32 @@ class Member:
             self._now = max(self._now, now)
         answers: list[tuple[int, Result]] = []
         events: list[Event] = []
+        waiting = self._waiting
         for entry in entries:
+            # A client waits for the entry this member appended at that index (request
+            # ids start again after a restart, so the term must match too); another
+            # entry there means its proposal was lost to a leader change.
+            waiter = waiting.pop(entry.index, None) if waiting else None
             if not entry.data:
+                if waiter is not None:
+                    answers.append((waiter[0], EtcdError(errors.LEADER_CHANGED)))
                 continue
             proposal: Proposal = codec.decode(entry.data)
             try:
                 result: Result = self._apply_one(backend, proposal.request, events)
             except EtcdError as e:
                 result = e
-            # Only this term's own proposals have a waiting client: request ids start
-            # again after a restart, so an older entry must never answer a new one.
-            mine = proposal.member_id == self.member_id and entry.term == self.term
-            if mine and proposal.req_id in self._waiting:
-                self._waiting.discard(proposal.req_id)
-                answers.append((proposal.req_id, result))
+            if waiter is not None:
+                req_id, term = waiter
+                mine = proposal.member_id == self.member_id and proposal.req_id == req_id and entry.term == term
+                answers.append((req_id, result if mine else EtcdError(errors.LEADER_CHANGED)))
         if entries:
             store.put_int(backend, META_APPLIED_INDEX, entries[-1].index)
+            store.put_int(backend, META_APPLIED_TERM, entries[-1].term)
             store.put_int(backend, META_TERM, self.term)
+        rd = self._outstanding
+        if rd is not None and rd.hard_state is not None:
+            save_hard_state(backend, rd.hard_state)
         return Applied(answers, events)
 
     def _apply_one(self, backend: KVBackend, req: WriteRequest, events: list[Event]) -> Response:
@@ -421,6 +570,10 @@ class Member:
         return LeaseRevokeResponse(store.current_revision(backend))
 
     def advance(self, rd: Ready) -> None:
-        self.log.advance(rd._log)
+        """The driver made rd durable (and sent its messages and responses)."""
+        self._outstanding = None
+        if rd.committed:
+            self._applied = rd.committed[-1].index
         if rd.compact_log_to:
+            self.storage.compact(rd.compact_log_to)
             self._log_compacted = rd.compact_log_to

@@ -247,7 +247,7 @@ class Runtime:
         answers: list[tuple[int, Result | None]] = list(rd.responses)
         events: list[Event] = []
         view: LmdbView | None = None
-        if rd.entries or rd.committed:
+        if rd.entries or rd.committed or rd.hard_state is not None:
             batch = self.store.begin()
             try:
                 batch.append_entries(rd.entries)

@@ -21,7 +21,7 @@ from rusd.core.raft import (
     ReadState,
     StateType,
 )
-from rusd.storage.raft_memory import MemoryStorage
+from rusd.core.raft.memory import MemoryStorage
 
 MT = MessageType
 

@@ -13,7 +13,7 @@ from rusd.core.raft import (
     RaftLog,
     UnavailableError,
 )
-from rusd.storage.raft_memory import MemoryStorage
+from rusd.core.raft.memory import MemoryStorage
 
 from .harness import ents
 

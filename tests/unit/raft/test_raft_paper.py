@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rusd.core.raft import NONE, Entry, HardState, Message, MessageType, RawNode, StateType
-from rusd.storage.raft_memory import MemoryStorage
+from rusd.core.raft.memory import MemoryStorage
 
 from .harness import Network, drain, ents, make_leader, new_node
 

@@ -23,7 +23,7 @@ from rusd.core.raft import (
     ReadState,
     StateType,
 )
-from rusd.storage.raft_memory import MemoryStorage
+from rusd.core.raft.memory import MemoryStorage
 
 from .harness import drain, new_node
 

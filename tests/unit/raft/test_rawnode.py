@@ -18,7 +18,7 @@ from rusd.core.raft import (
     SoftState,
     StateType,
 )
-from rusd.storage.raft_memory import MemoryStorage
+from rusd.core.raft.memory import MemoryStorage
 
 from .harness import Network, drain, ents, make_leader, new_node
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from rusd.core.raft import Message, MessageType, ProposalDroppedError, RawNode, ReadState, StateType
-from rusd.storage.raft_memory import MemoryStorage
+from rusd.core.raft.memory import MemoryStorage
 
 from .harness import Network, drain, ents, make_leader, new_node
 

@@ -1,5 +1,5 @@
-"""The in-memory Raft log storage: the reference for the durable one (tests and the
-simulator use it)."""
+"""The in-memory Raft log storage (as etcd-io/raft's MemoryStorage): the reference for a
+durable one, and the copy of the durable log a Member hands its RawNode."""
 
 from __future__ import annotations
 
