@@ -68,7 +68,6 @@ META_APPLIED_INDEX = b"applied_index"
 # the log restarts after it, so Raft knows the term of the entry before the first one.
 META_APPLIED_TERM = b"applied_term"
 # The member's current term (kept for data written before the hard state was stored).
-META_TERM = b"term"
 # Raft's HardState (term, vote, commit), written in the same batch as the entries.
 META_HARD_STATE = b"raft_hard_state"
 
@@ -177,8 +176,8 @@ class Applied:
 
 
 class NotFoundLeases:
-    """The lease book until the lessor exists: no lease is ever granted, so every
-    lease id is unknown and nothing can be attached."""
+    """The lease book of a read-only txn (served from a snapshot, away from the
+    lessor): it writes nothing, so it never needs to know a lease."""
 
     def exists(self, lease_id: int) -> bool:
         return False
@@ -298,7 +297,7 @@ class Member:
         hs = load_hard_state(view)
         # A fresh member bootstraps at term 1 and wins its first election at term 2,
         # as etcd does; each restart is one more election.
-        term = max(hs.term, store.get_int(view, META_TERM, 1))
+        term = max(hs.term, 1)
         # Raft reads its log from memory (as etcd's raft.MemoryStorage next to its WAL):
         # the durable entries after the applied index, then what each turn appends.
         self.storage = MemoryStorage(ConfState(voters=voters or (config.member.id,)))
@@ -525,7 +524,6 @@ class Member:
         if entries:
             store.put_int(backend, META_APPLIED_INDEX, entries[-1].index)
             store.put_int(backend, META_APPLIED_TERM, entries[-1].term)
-            store.put_int(backend, META_TERM, self.term)
         rd = self._outstanding
         if rd is not None and rd.hard_state is not None:
             save_hard_state(backend, rd.hard_state)
