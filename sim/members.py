@@ -1,31 +1,76 @@
-"""A cluster variant whose nodes are full etcd Members (Raft + MVCC apply) over the memory
-backend: puts go through `Member.submit`, gets through `serve_read`, and the same checkers
-as `sim.cluster` watch the Raft logs and the applied entries.
+"""The simulator variant whose nodes are full etcd Members (Raft + MVCC apply + lessor) over
+the memory backend, driven exactly as the server drives its Member, under an etcd client
+workload and seeded faults: network delay, loss, duplication, reordering, partitions, and
+crashes that rebuild a member from its disk alone.
 
-This first variant has a seeded network (delay, loss, duplication, reordering) and a
-partition that heals, but no crashes and no disk latency: each driver turn persists and
-applies its Ready atomically (as the server's single LMDB batch does).
+One member's driver turn is atomic, as the server's single LMDB transaction is: install a
+received snapshot image, persist the entries, apply the committed ones, then serve the
+linearizable reads, send the messages (a MsgSnap carries the backend's image) and answer the
+clients. A crash happens between turns and loses the member's memory (pending requests,
+Raft's volatile state), never a finished turn.
+
+Checked on every step: election safety, leader completeness, log matching, state machine
+safety, applied index monotonic (sim.checkers). At the end: every acknowledged write is in
+every member's history at its revision, every linearizable read saw every write acknowledged
+before it was sent, and after healing the members converge on one state within a bound.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from rusd.core import codec
 from rusd.core.errors import EtcdError
+from rusd.core.lease.types import (
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseKeepAliveRequest,
+    LeaseRevokeRequest,
+)
 from rusd.core.mvcc import store
-from rusd.core.mvcc.types import PutRequest, PutResponse, RangeRequest, RangeResponse
-from rusd.core.node import Member, MemberConfig, MemberInfo, Proposal, serve_read
-from rusd.core.raft import Entry, Message, StateType
+from rusd.core.mvcc.types import (
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    TxnRequest,
+    TxnResponse,
+)
+from rusd.core.node import Member, MemberConfig, MemberInfo, Result, serve_read, unapplied_entries
+from rusd.core.raft import Entry, Message, MessageType, StateType
 from rusd.storage.memory import MemoryBackend, MemoryLog
 from sim.checkers import Checkers
-from sim.clock import US_PER_MS
+from sim.clock import US_PER_MS, US_PER_S
 from sim.network import Network, NetworkOptions
 from sim.rng import RngTree
 
-TICK, MSG, CLIENT = range(3)
+TICK, MSG, CLIENT, CRASH, RESTART = range(5)
+CLIENT_CHECKERS = (
+    "linearizable_reads",  # a linearizable get sees every write acknowledged before it was sent
+    "acknowledged_writes",  # every acknowledged put is in every member's history at its revision
+)
+KEYS = 8
+
+
+@dataclass
+class Op:
+    """One client operation in flight."""
+
+    client: int
+    kind: str
+    request: object
+    member: int
+    sent_us: int
+    # The highest revision acknowledged to any client before this op was sent: a
+    # linearizable read must see at least it.
+    floor: int = 0
 
 
 @dataclass
@@ -35,92 +80,168 @@ class MembersResult:
     verdict_lines: list[str]
     acked: int
     refused: int
+    crashes: int
+    snapshots: int
+    sim_seconds: float
     trace_hash: str
 
 
+@dataclass
+class MembersOptions:
+    members: int = 3
+    steps: int = 4_000
+    tick_ms: int = 100
+    clients: int = 6
+    crashes: bool = True
+    snapshot_count: int = 40
+    catch_up_entries: int = 10
+    heal_bound_s: float = 30.0
+    # Planted bug (test-only): linearizable gets are served from the member's local state
+    # at once, without a ReadIndex; the linearizable_reads check must catch it.
+    stale_reads: bool = False
+
+
 class MemberCluster:
-    def __init__(self, seed: int, members: int = 3, steps: int = 4_000, tick_ms: int = 100) -> None:
+    def __init__(self, seed: int, members: int = 3, steps: int = 4_000, options: MembersOptions | None = None) -> None:
+        self.options = options or MembersOptions(members=members, steps=steps)
         self.seed = seed
-        self.steps = steps
-        self.tick_us = tick_ms * US_PER_MS
+        self.steps = self.options.steps
+        self.tick_us = self.options.tick_ms * US_PER_MS
         self.rngs = RngTree(seed)
-        self.ids = list(range(1, members + 1))
+        self.ids = list(range(1, self.options.members + 1))
         swarm = self.rngs.child("swarm")
         self.network = Network(self.rngs.child("network"), NetworkOptions.random(swarm), self.ids)
         self.workload = self.rngs.child("workload")
+        self.faults = self.rngs.child("faults")
+        self.raft_rngs = self.rngs.subtree("raft")
         self.checkers = Checkers(self.ids)
         self.backends = {i: MemoryBackend() for i in self.ids}
         self.logs = {i: MemoryLog() for i in self.ids}
-        voters = tuple(self.ids)
-        self.members = {
-            i: Member(
-                MemberConfig(MemberInfo(i, f"m{i}", (), ()), 9, election_ticks=10),
-                self.backends[i], [], 0.0, rng=self.rngs.child(f"raft/{i}"), voters=voters,
-            )
-            for i in self.ids
-        }
+        self.boots = dict.fromkeys(self.ids, 0)
         self.now_us = 0
+        self.members: dict[int, Member | None] = {}
+        for i in self.ids:
+            self.members[i] = self._start(i)
         self._events: list[tuple[int, int, int, int, object]] = []
         self._seq = 0
         self._next_req = 0
-        self.pending: set[int] = set()
+        self.ops: dict[int, Op] = {}
         self.before_heal: set[int] = set()
         self.refusals: dict[str, int] = {}
         self.acked = 0
         self.refused = 0
+        self.crashes = 0
+        self.snapshots = 0
+        self.max_acked_revision = 0
+        self.acked_puts: list[tuple[bytes, bytes, int]] = []
+        self.leases: list[int] = []
+        self.healed = False
+        # What clients can see, beyond Raft's own invariants (sim.checkers).
+        self.client_verdicts: dict[str, str | None] = dict.fromkeys(CLIENT_CHECKERS)
         self._hash = hashlib.sha256()
         for i in self.ids:
             self._push(self.workload.randrange(self.tick_us), TICK, i, None)
-        self._push(0, CLIENT, 0, None)
+        for c in range(self.options.clients):
+            self._push(self.workload.randrange(50 * US_PER_MS), CLIENT, c, None)
+        if self.options.crashes:
+            self._push(self._fault_delay(), CRASH, 0, None)
 
-    def _push(self, t_us: int, kind: int, member: int, payload: object) -> None:
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _push(self, t_us: int, kind: int, who: int, payload: object) -> None:
         self._seq += 1
-        heapq.heappush(self._events, (t_us, self._seq, kind, member, payload))
+        heapq.heappush(self._events, (t_us, self._seq, kind, who, payload))
 
     def record(self, line: str) -> None:
         self._hash.update(f"{self.now_us} {line}\n".encode())
 
+    def _fault_delay(self) -> int:
+        return int(self.faults.expovariate(1.0) * 3 * US_PER_S) + 1
+
+    def _start(self, i: int) -> Member:
+        """(Re)build member i from its disk alone."""
+        self.boots[i] += 1
+        cfg = MemberConfig(
+            MemberInfo(i, f"m{i}", (), ()), 9, election_ticks=10, heartbeat_ms=self.options.tick_ms,
+            snapshot_count=self.options.snapshot_count, catch_up_entries=self.options.catch_up_entries,
+        )
+        backend = self.backends[i]
+        # A later boot sees a later wall clock (it seeds the proposal ids, as etcd's idutil).
+        unix_ms = 1_000_000 * self.boots[i] + self.now_us // 1000
+        return Member(
+            cfg, backend, unapplied_entries(backend, self.logs[i]), self.now_us / 1e6, unix_ms=unix_ms,
+            rng=self.raft_rngs.child(f"{i}/{self.boots[i]}"), voters=tuple(self.ids),
+        )
+
+    def fail(self, name: str, message: str) -> None:
+        if self.client_verdicts[name] is None:
+            self.client_verdicts[name] = message
+            self.record(f"FAIL {name}: {message}")
+
+    @property
+    def failed(self) -> bool:
+        return self.checkers.failed or any(v is not None for v in self.client_verdicts.values())
+
+    def verdict_lines(self) -> list[str]:
+        return self.checkers.lines() + [
+            f"check {name}: {'ok' if v is None else 'FAIL ' + v}" for name, v in self.client_verdicts.items()
+        ]
+
+    # -- one driver turn --------------------------------------------------------------------
+
     def _turn(self, i: int) -> None:
-        """One driver turn of member i: persist + apply in one step, then send and answer."""
         m = self.members[i]
+        assert m is not None
         rd = m.ready()
         if not rd:
             return
-        backend = self.backends[i]
-        self.logs[i].append_entries(rd.entries)
-        applied = m.apply(backend, rd.committed, self.now_us / 1e6)
-        if rd.compact_log_to:
-            self.logs[i].compact_log(rd.compact_log_to)
-        m.advance(rd)
-        index_of: dict[int, int] = {}
+        backend, log = self.backends[i], self.logs[i]
+        now = self.now_us / 1e6
+        if rd.snapshot is not None:
+            backend.load_image(rd.snapshot.data)
+            log.compact_log(log.last_index())
+            m.install_snapshot(backend)
+            self.checkers.on_restart(i, m.applied_index)
+            self.record(f"install {i} snapshot {rd.snapshot.metadata.index} applied {m.applied_index}")
+        log.append_entries(rd.entries)
+        applied_before = m.applied_index
         for e in rd.committed:
-            self.checkers.on_apply(i, Entry(e.index, e.term, e.data))
-            if e.data:
-                p: Proposal = codec.decode(e.data)
-                if p.member_id == i:
-                    index_of[p.req_id] = e.index
+            if e.index > applied_before:
+                self.checkers.on_apply(i, e)
+        applied = m.apply(backend, rd.committed, now)
+        if rd.compact_log_to:
+            log.compact_log(rd.compact_log_to)
+        m.advance(rd)
+        for req_id in rd.reads:
+            op = self.ops.get(req_id)
+            if op is not None:
+                assert isinstance(op.request, RangeRequest)
+                self._answer(req_id, serve_read(backend, op.request, 128))
         for req_id, result in list(rd.responses) + applied.answers:
-            self.pending.discard(req_id)
-            if isinstance(result, PutResponse):
-                self.acked += 1
-                self.checkers.on_ack(f"r{req_id}", index_of[req_id])
-                self.record(f"ack {req_id} at {i} rev {result.revision}")
-            else:
-                assert isinstance(result, EtcdError)
-                self.refused += 1
-                self.refusals[result.message] = self.refusals.get(result.message, 0) + 1
-                self.record(f"refused {req_id} at {i}: {result.message}")
+            self._answer(req_id, result)
         for msg in rd.messages:
-            for t in self.network.arrivals(self.now_us, msg.from_, msg.to):
-                self._push(t, MSG, msg.to, msg)
-        self._observe(i)
+            self._send(i, m, msg)
+        self._observe(i, m)
 
-    def _observe(self, i: int) -> None:
-        node = self.members[i].raw
+    def _send(self, i: int, m: Member, msg: Message) -> None:
+        if msg.type is MessageType.SNAP:
+            assert msg.snapshot is not None
+            delivered = self.network.connected(i, msg.to) and self.members[msg.to] is not None
+            m.report_snapshot(msg.to, failed=not delivered)
+            if not delivered:
+                return
+            self.snapshots += 1
+            self.record(f"snapshot {i}>{msg.to} at {msg.snapshot.metadata.index}")
+            msg = replace(msg, snapshot=replace(msg.snapshot, data=self.backends[i].image()))
+        for t in self.network.arrivals(self.now_us, msg.from_, msg.to):
+            self._push(t, MSG, msg.to, msg)
+
+    def _observe(self, i: int, m: Member) -> None:
+        node = m.raw
         if (
             node.state is StateType.LEADER
             and self.checkers.leader_of_term.get(node.term) != i
-            and self.checkers.on_leader(i, node.term, node.raft.log.all_entries())
+            and self.checkers.on_leader(i, node.term, self._full_log(i, m))
         ):
             self.record(f"leader {i} term {node.term}")
         log = node.raft.log
@@ -129,41 +250,168 @@ class MemberCluster:
             lo = max(done + 1, log.first_index())
             self.checkers.on_commit(i, log.committed, lo, log.slice(lo, log.committed + 1))
 
-    def _client(self) -> None:
-        """A put to a random member (only a leader takes it) or a get from one."""
-        i = self.workload.choice(self.ids)
-        key = f"k{self.workload.randrange(8)}".encode()
-        if self.workload.random() < 0.7:
-            self._next_req += 1
-            req_id = self._next_req
-            self.pending.add(req_id)
-            value = str(req_id).encode()
-            self.members[i].submit(req_id, PutRequest(key, value), self.backends[i].size())
-            self._turn(i)
-        else:
-            got = serve_read(self.backends[i], RangeRequest(key), 128)
+    def _full_log(self, i: int, m: Member) -> list[Entry]:
+        """The leader's log as the completeness check wants it (index 1 on): entries before
+        the compacted prefix are taken from what the checkers know committed."""
+        log = m.raw.raft.log
+        first = log.first_index()
+        known = self.checkers.committed
+        prefix = [Entry(j, *known[j]) if j in known else Entry(j, 0) for j in range(1, first)]
+        return prefix + log.slice(first, log.last_index() + 1)
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def _client(self, c: int) -> None:
+        """Client c sends its next operation to a random live member."""
+        live = [i for i in self.ids if self.members[i] is not None]
+        if not live:
+            self._next_op(c, True)
+            return
+        i = self.workload.choice(live)
+        m = self.members[i]
+        assert m is not None
+        self._next_req += 1
+        req_id = self._next_req
+        key = f"k{self.workload.randrange(KEYS)}".encode()
+        r = self.workload.random()
+        backend = self.backends[i]
+        op: Op
+        if r < 0.35:
+            op = Op(c, "put", PutRequest(key, f"v{req_id}".encode()), i, self.now_us)
+            m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
+        elif r < 0.6:
+            op = Op(c, "get", RangeRequest(key), i, self.now_us, floor=self.max_acked_revision)
+            if self.options.stale_reads:
+                self.ops[req_id] = op
+                self._answer(req_id, serve_read(backend, op.request, 128))  # type: ignore[arg-type]
+                return
+            m.read(req_id)
+        elif r < 0.65:
+            got = serve_read(backend, RangeRequest(key, serializable=True), 128)
             assert isinstance(got, RangeResponse)
-            self.record(f"get {key!r} at {i}: rev {got.revision}")
+            self.record(f"c{c} serializable get {key!r} at {i}: rev {got.revision}")
+            self._next_op(c, False)
+            return
+        elif r < 0.72:
+            op = Op(c, "delete", DeleteRangeRequest(key), i, self.now_us)
+            m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
+        elif r < 0.85:
+            kv = backend.get(key)
+            mod = kv.mod_revision if kv is not None else 0
+            txn = TxnRequest(
+                compare=(Compare(key, CompareTarget.MOD, CompareResult.EQUAL, operand_target=CompareTarget.MOD,
+                                 operand=mod),),
+                success=(PutRequest(key, f"cas{req_id}".encode()),),
+                failure=(RangeRequest(key),),
+            )
+            op = Op(c, "txn", txn, i, self.now_us)
+            m.submit(req_id, txn, backend.size())
+        elif r < 0.92 or not self.leases:
+            op = Op(c, "grant", LeaseGrantRequest(ttl=self.workload.choice([2, 5, 30])), i, self.now_us)
+            m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
+        elif r < 0.96:
+            lease = self.workload.choice(self.leases)
+            op = Op(c, "put-lease", PutRequest(key, f"l{req_id}".encode(), lease=lease), i, self.now_us)
+            m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
+        elif r < 0.98:
+            lease = self.workload.choice(self.leases)
+            op = Op(c, "keepalive", LeaseKeepAliveRequest(lease), i, self.now_us)
+            m.local(req_id, op.request, self.now_us / 1e6)  # type: ignore[arg-type]
+        else:
+            lease = self.workload.choice(self.leases)
+            op = Op(c, "revoke", LeaseRevokeRequest(lease), i, self.now_us)
+            m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
+        self.ops[req_id] = op
+        self.record(f"c{c} sends {req_id} {op.kind} {key!r} to {i}")
+        self._turn(i)
+
+    def _next_op(self, client: int, refused: bool) -> None:
+        """Each client thinks for a while between operations (mean 60 ms: about 100 ops/s
+        from six clients), and backs off after a refusal, as etcd clients retry."""
+        pause = self.workload.expovariate(1.0) * (200 if refused else 60) * US_PER_MS
+        self._push(self.now_us + 1 + int(pause), CLIENT, client, None)
+
+    def _lost(self, req_id: int) -> None:
+        """The connection to the member broke: the client cannot know the outcome."""
+        op = self.ops.pop(req_id)
+        self.record(f"lost {req_id} {op.kind}")
+        self._next_op(op.client, True)
+
+    def _answer(self, req_id: int, result: Result) -> None:
+        op = self.ops.pop(req_id, None)
+        if op is None:
+            return
+        self._next_op(op.client, isinstance(result, EtcdError))
+        if isinstance(result, EtcdError):
+            self.refused += 1
+            self.refusals[result.message] = self.refusals.get(result.message, 0) + 1
+            self.record(f"refused {req_id} {op.kind}: {result.message}")
+            return
+        self.acked += 1
+        revision = 0
+        if isinstance(result, PutResponse | DeleteRangeResponse | TxnResponse):
+            revision = result.revision
+            if isinstance(result, PutResponse) and isinstance(op.request, PutRequest):
+                self.acked_puts.append((op.request.key, op.request.value, revision))
+        elif isinstance(result, LeaseGrantResponse):
+            self.leases.append(result.id)
+        elif isinstance(result, RangeResponse) and result.revision < op.floor:
+            self.fail(
+                "linearizable_reads",
+                f"linearizable get {req_id} at member {op.member} saw revision {result.revision}, "
+                f"older than revision {op.floor} acknowledged before it was sent",
+            )
+        self.max_acked_revision = max(self.max_acked_revision, revision)
+        self.record(f"ack {req_id} {op.kind} rev {revision}")
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def _crash(self) -> None:
+        live = [i for i in self.ids if self.members[i] is not None]
+        if len(live) == len(self.ids) and not self.healed:
+            i = self.faults.choice(self.ids)
+            self.members[i] = None
+            self.crashes += 1
+            self.record(f"crash {i}")
+            for req_id in [r for r, op in self.ops.items() if op.member == i]:
+                self._lost(req_id)
+            downtime = self.faults.randrange(100 * US_PER_MS, 6 * US_PER_S)
+            self._push(self.now_us + downtime, RESTART, i, None)
+        if not self.healed:
+            self._push(self.now_us + self._fault_delay(), CRASH, 0, None)
+
+    def _restart(self, i: int) -> None:
+        m = self._start(i)
+        self.members[i] = m
+        self.checkers.on_restart(i, m.applied_index)
+        self.record(f"restart {i} applied {m.applied_index} last {m.last_index}")
+        self._turn(i)
+
+    # -- the run ----------------------------------------------------------------------------
 
     def step(self) -> None:
-        t, _, kind, i, payload = heapq.heappop(self._events)
+        t, _, kind, who, payload = heapq.heappop(self._events)
         self.now_us = t
         if kind == TICK:
-            m = self.members[i]
-            m.tick(t / 1e6, store.current_revision(self.backends[i]))
-            self._push(t + self.tick_us, TICK, i, None)
-            self._turn(i)
+            self._push(t + self.tick_us, TICK, who, None)
+            m = self.members[who]
+            if m is not None:
+                m.tick(t / 1e6, store.current_revision(self.backends[who]))
+                self._turn(who)
         elif kind == MSG:
             assert isinstance(payload, Message)
-            if self.network.connected(payload.from_, i):  # a partition swallows what is in flight
-                self.members[i].step(payload)
-                self._turn(i)
+            m = self.members[who]
+            if m is not None and self.network.connected(payload.from_, who):
+                m.step(payload)
+                self._turn(who)
+        elif kind == CLIENT:
+            self._client(who)
+        elif kind == CRASH:
+            self._crash()
         else:
-            self._client()
-            if self._seq < 10**9:
-                self._push(t + int(self.workload.expovariate(1.0) * 10 * US_PER_MS) + 1, CLIENT, 0, None)
+            self._restart(who)
 
-    def run(self) -> MembersResult:
+    def run(self, progress: Callable[[MemberCluster], None] | None = None) -> MembersResult:
         half = self.steps // 2
         for n in range(self.steps):
             if n == half // 2:
@@ -173,25 +421,59 @@ class MemberCluster:
             if n == half:
                 self.network.heal()
                 self.network.options = self.network.options.healed()
-                self.before_heal = set(self.pending)
+                self.healed = True
                 self.record("heal")
             self.step()
-        # Liveness: with the network healed, every member converges on the same state.
-        deadline = self.now_us + 30_000_000
-        while self.now_us < deadline and not self._converged():
+            if self.failed:
+                break
+        self.healed = True
+        self.network.heal()
+        self.network.options = self.network.options.healed()
+        self.before_heal = set(self.ops)
+        # Liveness: with faults over, every member is up and they converge on one state.
+        deadline = self.now_us + int(self.options.heal_bound_s * US_PER_S)
+        while self.now_us < deadline and not self._converged() and not self.failed:
             self.step()
-        self.checkers.on_liveness(self._converged(), "members did not converge within 30 s after healing")
-        failed = self.checkers.failed
-        return MembersResult(self.seed, failed, self.checkers.lines(), self.acked, self.refused, self._hash.hexdigest())
+        if not self.failed:
+            self.checkers.on_liveness(self._converged(), self._why_not_converged())
+            self._check_acknowledged_writes()
+        return MembersResult(
+            self.seed, self.failed, self.verdict_lines(), self.acked, self.refused, self.crashes,
+            self.snapshots, self.now_us / US_PER_S, self._hash.hexdigest(),
+        )
+
+    def state_of(self, i: int) -> tuple[int, tuple[object, ...]]:
+        backend = self.backends[i]
+        return store.current_revision(backend), tuple(backend.range(b"", b""))
 
     def _converged(self) -> bool:
-        states = {
-            (m.applied_index, tuple(self.backends[i].range(b"", b""))) for i, m in self.members.items()
-        }
-        leaders = [m for m in self.members.values() if m.is_leader]
-        settled = len(leaders) == 1 and leaders[0].applied_index == leaders[0].last_index
-        # every write made before the heal has its answer (an ack or "leader changed")
-        return len(states) == 1 and settled and not (self.before_heal & self.pending)
+        if any(m is None for m in self.members.values()):
+            return False
+        members = [m for m in self.members.values() if m is not None]
+        leaders = [m for m in members if m.is_leader]
+        if len(leaders) != 1 or leaders[0].applied_index != leaders[0].last_index:
+            return False
+        if any(m.applied_index != leaders[0].applied_index for m in members):
+            return False
+        return len({self.state_of(i) for i in self.ids}) == 1 and not (self.before_heal & set(self.ops))
+
+    def _why_not_converged(self) -> str:
+        states = {i: (m.applied_index, m.is_leader) if m else None for i, m in self.members.items()}
+        return f"members did not converge within {self.options.heal_bound_s:.0f} s after healing: {states}"
+
+    def _check_acknowledged_writes(self) -> None:
+        """Every acknowledged put is in every member's history at its revision (the workload
+        never compacts)."""
+        for i in self.ids:
+            backend = self.backends[i]
+            for key, value, revision in self.acked_puts:
+                found = [kv.value for _, kv in backend.history(key, None) if kv.mod_revision == revision]
+                if found != [value]:
+                    self.fail(
+                        "acknowledged_writes",
+                        f"acknowledged put {key!r}={value!r} at revision {revision} is {found} on member {i}",
+                    )
+                    return
 
 
 def simulate_members(seed: int, members: int = 3, steps: int = 4_000) -> MembersResult:

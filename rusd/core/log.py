@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+# The durable log stores Raft's own entries (no copy between the two): `data` is an
+# encoded proposal (see rusd.core.codec), or a ConfChange when kind is CONF_CHANGE.
+from rusd.core.raft.types import Entry, EntryKind
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One log entry: `data` is an encoded proposal (see rusd.core.codec)."""
-
-    index: int
-    term: int
-    data: bytes
+__all__ = ["Entry", "EntryKind", "LogReader", "LogStore"]
 
 
 class LogReader(Protocol):

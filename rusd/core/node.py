@@ -51,16 +51,18 @@ from rusd.core.mvcc.types import (
 )
 from rusd.core.raft import (
     NONE,
+    ConfChange,
     Config,
     ConfState,
+    EntryKind,
     HardState,
     Message,
     ProposalDroppedError,
     RawNode,
     Rng,
+    Snapshot,
     StateType,
 )
-from rusd.core.raft import Entry as RaftEntry
 from rusd.core.raft.memory import MemoryStorage
 
 META_APPLIED_INDEX = b"applied_index"
@@ -70,6 +72,8 @@ META_APPLIED_TERM = b"applied_term"
 # The member's current term (kept for data written before the hard state was stored).
 # Raft's HardState (term, vote, commit), written in the same batch as the entries.
 META_HARD_STATE = b"raft_hard_state"
+# Raft's configuration (voters, learners) as of the applied index.
+META_CONF_STATE = b"raft_conf_state"
 
 WriteRequest: TypeAlias = (
     PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | AlarmRequest
@@ -126,6 +130,15 @@ class MemberConfig:
     # and the lease refresh on promotion derive from them, as in etcd.
     heartbeat_ms: int = 100
     election_ticks: int = 10
+    # Entries kept after a log compaction so that a slow follower catches up from the
+    # log rather than by snapshot (etcd's snapshotCatchUpEntries).
+    catch_up_entries: int = 5_000
+
+    @property
+    def request_timeout_ticks(self) -> int:
+        """etcd's ReqTimeout (5 s + 2 election timeouts), in ticks: how long a proposal or
+        a linearizable read waits before it is answered "request timed out"."""
+        return (5_000 // self.heartbeat_ms) + 2 * self.election_ticks
 
     @property
     def election_timeout(self) -> float:
@@ -134,10 +147,17 @@ class MemberConfig:
 
 @dataclass
 class Ready:
-    """One turn's work for the driver, in order: persist `entries`, apply `committed`
-    (with `Member.apply`, in the same durable batch: it also stores `hard_state`), drop
-    log entries up to `compact_log_to` (0: none), make the batch durable, then send
-    `messages` to peers and `responses` to clients.
+    """One turn's work for the driver, in order:
+
+    1. if `snapshot` is set: replace the backend's whole contents with the image in
+       `snapshot.data` (received from the leader), drop every durable log entry, and call
+       `Member.install_snapshot(backend)`;
+    2. persist `entries` and apply `committed` (with `Member.apply`, in the same durable
+       batch: it also stores `hard_state`), drop log entries up to `compact_log_to`
+       (0: none), make the batch durable;
+    3. serve the linearizable reads in `reads` (request ids) from a snapshot that holds
+       the batch, send `messages` to peers (a MsgSnap gets the backend's image as its
+       snapshot data, see `Member.report_snapshot`) and `responses` to clients.
 
     Raft ran ahead of the disk to produce it (its own append counted as persisted), which
     is safe because nothing leaves the member before the whole batch is durable: a crash
@@ -149,10 +169,13 @@ class Ready:
     compact_log_to: int
     hard_state: HardState | None = None
     messages: list[Message] = field(default_factory=list)
+    reads: list[int] = field(default_factory=list)
+    snapshot: Snapshot | None = None
 
     def __bool__(self) -> bool:
         return bool(
             self.entries or self.committed or self.responses or self.hard_state is not None or self.messages
+            or self.reads or self.snapshot is not None
         )
 
 
@@ -255,6 +278,22 @@ def save_hard_state(backend: KVBackend, hs: HardState) -> None:
 
 
 _HARD_STATE = struct.Struct(">QQQ")
+_U64 = struct.Struct(">Q")
+
+
+def load_conf_state(view: KVReader) -> ConfState | None:
+    """The configuration as of the applied index (None: never stored, a fresh member)."""
+    raw = view.get_meta(META_CONF_STATE)
+    if raw is None:
+        return None
+    (n_voters,) = _U64.unpack_from(raw, 0)
+    ids = [_U64.unpack_from(raw, 8 + 8 * i)[0] for i in range(len(raw) // 8 - 1)]
+    return ConfState(voters=tuple(ids[:n_voters]), learners=tuple(ids[n_voters:]))
+
+
+def save_conf_state(backend: KVBackend, cs: ConfState) -> None:
+    ids = (len(cs.voters), *cs.voters, *cs.learners)
+    backend.put_meta(META_CONF_STATE, b"".join(_U64.pack(i) for i in ids))
 
 
 class _Lcg:
@@ -274,9 +313,18 @@ def is_read(req: object) -> bool:
     return isinstance(req, RangeRequest) or (isinstance(req, TxnRequest) and not store.is_write(req))
 
 
+@dataclass(slots=True)
+class _Waiter:
+    """A client waiting for its proposal (or linearizable read) to be applied."""
+
+    req_id: int
+    deadline_tick: int
+
+
 class Member:
-    """An etcd member over a Raft RawNode: requests become proposals; applying the
-    committed entries answers them. The server runs it as the only voter."""
+    """An etcd member over a Raft RawNode: client writes become proposals (a follower's
+    go to the leader through Raft), applying the committed entries answers them on the
+    member that took the request; linearizable reads wait for a ReadIndex."""
 
     def __init__(
         self,
@@ -289,21 +337,27 @@ class Member:
         voters: tuple[int, ...] = (),
     ) -> None:
         """`now` is the driver's clock (seconds); `unix_ms` the wall clock in
-        milliseconds, which seeds the lease id generator as etcd's idutil does.
-        `replay` holds the durable log entries after the applied index; `voters` the
-        cluster's voters (default: this member alone, which then campaigns at once)."""
+        milliseconds, which seeds the request and lease id generator as etcd's idutil
+        does (so ids of proposals made before a restart are not reused). `replay` holds
+        the durable log entries after the applied index; `voters` the initial cluster
+        (default: this member alone, which then campaigns at once); a member that applied
+        a configuration before uses that instead."""
         self.config = config
         applied = store.get_int(view, META_APPLIED_INDEX)
         hs = load_hard_state(view)
         # A fresh member bootstraps at term 1 and wins its first election at term 2,
         # as etcd does; each restart is one more election.
         term = max(hs.term, 1)
+        conf = load_conf_state(view) or ConfState(voters=voters or (config.member.id,))
         # Raft reads its log from memory (as etcd's raft.MemoryStorage next to its WAL):
         # the durable entries after the applied index, then what each turn appends.
-        self.storage = MemoryStorage(ConfState(voters=voters or (config.member.id,)))
+        self.storage = MemoryStorage(conf)
         self.storage.snapshot_index = applied
         self.storage.snapshot_term = store.get_int(view, META_APPLIED_TERM, term if applied else 0)
-        self.storage.append([RaftEntry(e.index, e.term, e.data) for e in replay])
+        if applied:
+            # What a lagging follower is sent: the backend as of (at least) this index.
+            self.storage.create_snapshot(applied, conf, b"")
+        self.storage.append(replay)
         commit = min(max(hs.commit, applied), self.storage.last_index())
         self.storage.set_hard_state(HardState(term, hs.vote, commit))
         raft_config = Config(
@@ -311,8 +365,17 @@ class Member:
         )
         self.raw = RawNode(raft_config, self.storage, rng or _Lcg(config.member.id))
         self._applied = applied
-        # Proposals of this member that a client waits for: log index -> (req_id, term).
-        self._waiting: dict[int, tuple[int, int]] = {}
+        self._ticks = 0
+        # Proposals of this member that a client waits for, by proposal id; and, for those
+        # this member appended as leader, the log index it put them at.
+        self._waiting: dict[int, _Waiter] = {}
+        self._at_index: dict[int, int] = {}
+        # Linearizable reads: not yet asked for, asked (by ReadIndex context), and known
+        # safe once the applied index reaches theirs.
+        self._reads_new: list[_Waiter] = []
+        self._reads_asked: dict[bytes, tuple[int, list[_Waiter]]] = {}
+        self._reads_ready: list[tuple[int, list[_Waiter]]] = []
+        self._read_seq = 0
         self._pending = Ready([], [], [], 0)
         self.alarms: tuple[AlarmMember, ...] = alarms.load(view)
         self.compactor = AutoCompactor(config.compaction, now)
@@ -322,6 +385,17 @@ class Member:
         self._now = now
         self._ids = IdGenerator(config.member.id, unix_ms)
         self.lessor = Lessor(min_lease_ttl(config.election_ticks, config.heartbeat_ms))
+        self._load_leases(view)
+        self._revoking: set[int] = set()
+        self._leading = False
+        if conf.voters == (config.member.id,) and not conf.learners:
+            # The only voter elects itself at once; as leader it appends the empty entry
+            # of its term, which makes the term durable before anything is acknowledged.
+            self.raw.campaign()
+        self._drain()
+
+    def _load_leases(self, view: KVReader) -> None:
+        self.lessor = Lessor(self.lessor.min_ttl)
         for lease_id, ttl in leases.load(view):
             self.lessor.restore(lease_id, ttl)
         if len(self.lessor):
@@ -329,15 +403,6 @@ class Member:
             for kv in view.range(b"", b""):
                 if kv.lease and self.lessor.exists(kv.lease):
                     self.lessor.attach(kv.lease, kv.key)
-        # This member leads from the start: it expires leases, each given its full
-        # TTL again (plus an election timeout, as etcd's Promote) from now.
-        self.lessor.promote(now, config.election_timeout)
-        self._revoking: set[int] = set()
-        if len(self.storage.conf_state.voters) == 1:
-            # The only voter elects itself at once; as leader it appends the empty entry
-            # of its term, which makes the term durable before anything is acknowledged.
-            self.raw.campaign()
-        self._drain()
 
     @property
     def member_id(self) -> int:
@@ -350,6 +415,11 @@ class Member:
     @property
     def is_leader(self) -> bool:
         return self.raw.state is StateType.LEADER
+
+    @property
+    def leader(self) -> int:
+        """The leader this member knows of (0: none)."""
+        return self.raw.lead
 
     def status(self) -> MemberStatus:
         """Call after `advance`: then every proposal so far is persisted."""
@@ -378,9 +448,20 @@ class Member:
             req = LeaseGrantRequest(ttl=req.ttl, id=lease_id)
         self._propose(req_id, req)
 
+    def read(self, req_id: int) -> None:
+        """A linearizable read: it comes back in a later Ready's `reads` once this
+        member has applied everything committed when the read arrived (confirmed by the
+        leader with a heartbeat round, Raft's ReadIndex); reads are batched into one
+        ReadIndex per turn."""
+        self._reads_new.append(_Waiter(req_id, self._ticks + self.config.request_timeout_ticks))
+
     def local(self, req_id: int, req: LocalRequest, now: float) -> None:
         """A lease request the leader answers alone (no log entry); the answer comes
-        in the next Ready's responses."""
+        in the next Ready's responses. A follower answers "not leader" (the driver
+        forwards such requests to the leader, as etcd's lease HTTP handler does)."""
+        if not self.is_leader:
+            self._responses.append((req_id, EtcdError(self._no_leader_error())))
+            return
         self._responses.append((req_id, self.answer_local(req, now)))
 
     def answer_local(self, req: LocalRequest, now: float) -> Response:
@@ -398,19 +479,22 @@ class Member:
             return LeaseTimeToLiveResponse(req.id, remaining, granted, keys if req.keys else ())
         return LeaseLeasesResponse(tuple(self.lessor.leases()))
 
+    def _no_leader_error(self) -> errors.ErrorKind:
+        return errors.NO_LEADER if self.raw.lead == NONE else errors.NOT_LEADER
+
     def _propose(self, req_id: int, req: WriteRequest) -> None:
-        if not self.is_leader:
-            # Followers do not forward proposals (yet): the client retries elsewhere.
-            error = errors.NO_LEADER if self.raw.lead == NONE else errors.NOT_LEADER
+        proposal_id = self._ids.next()
+        try:
+            self.raw.propose(codec.encode(Proposal(self.member_id, proposal_id, req)))
+        except ProposalDroppedError:
+            # No leader to take it (or a leadership transfer is under way here).
+            error = errors.LEADER_CHANGED if self.is_leader else errors.NO_LEADER
             self._responses.append((req_id, EtcdError(error)))
             return
-        try:
-            self.raw.propose(codec.encode(Proposal(self.member_id, req_id, req)))
-        except ProposalDroppedError:  # e.g. while leadership is being transferred
-            self._responses.append((req_id, EtcdError(errors.LEADER_CHANGED)))
-            return
-        # The leader appended it to its log: it answers when that index is applied.
-        self._waiting[self.last_index] = (req_id, self.term)
+        self._waiting[proposal_id] = _Waiter(req_id, self._ticks + self.config.request_timeout_ticks)
+        if self.is_leader:
+            # Appended here: another entry at this index means the proposal was lost.
+            self._at_index[self.last_index] = proposal_id
 
     def _check(self, req: WriteRequest, backend_size: int) -> None:
         check_request(req, self.config.max_txn_ops)
@@ -429,24 +513,27 @@ class Member:
             raise EtcdError(errors.NO_SPACE)
 
     def _propose_internal(self, req: WriteRequest) -> None:
-        """A proposal nobody waits for (req_id 0 is never a client's); only a leader
-        makes them, and a lost one is made again by whoever leads next."""
-        if not self.is_leader:
-            return
+        """A proposal nobody waits for (proposal id 0 is never a client's); lost ones are
+        made again by whoever leads next."""
         try:
             self.raw.propose(codec.encode(Proposal(self.member_id, 0, req)))
         except ProposalDroppedError:
-            return  # a transfer is under way; the next leader proposes it again
+            return
 
     @property
     def nospace(self) -> bool:
         return any(a.alarm == AlarmType.NOSPACE for a in self.alarms)
 
     def tick(self, now: float, revision: int) -> None:
-        """Time passes: maybe start an auto-compaction; revoke expired leases (each
-        proposed once, until its revocation is applied)."""
+        """Time passes: Raft ticks; requests past etcd's request timeout are answered so;
+        the leader may start an auto-compaction and revokes expired leases (each proposed
+        once, until its revocation is applied or leadership moves)."""
         self._now = max(self._now, now)
+        self._ticks += 1
         self.raw.tick()
+        self._expire_requests()
+        if not self.is_leader:
+            return
         target = self.compactor.tick(now, revision)
         if target is not None:
             self._propose_internal(CompactionRequest(target))
@@ -455,9 +542,44 @@ class Member:
                 self._revoking.add(lease_id)
                 self._propose_internal(LeaseRevokeRequest(lease_id))
 
+    def _expire_requests(self) -> None:
+        """Lost proposals (e.g. forwarded to a leader that died) and reads time out."""
+        now = self._ticks
+        if self._waiting and min(w.deadline_tick for w in self._waiting.values()) <= now:
+            for pid in [p for p, w in self._waiting.items() if w.deadline_tick <= now]:
+                self._responses.append((self._waiting.pop(pid).req_id, EtcdError(errors.REQUEST_TIMEOUT)))
+            self._at_index = {i: p for i, p in self._at_index.items() if p in self._waiting}
+        for ctx, (_term, batch) in list(self._reads_asked.items()):
+            if batch[0].deadline_tick <= now:
+                del self._reads_asked[ctx]
+                self._responses.extend((w.req_id, EtcdError(errors.REQUEST_TIMEOUT)) for w in batch)
+
     def step(self, m: Message) -> None:
         """A Raft message from a peer."""
         self.raw.step(m)
+
+    def report_snapshot(self, to: int, failed: bool) -> None:
+        """The driver tells whether the MsgSnap (with the backend image) reached `to`."""
+        self.raw.report_snapshot(to, failed)
+
+    def report_unreachable(self, to: int) -> None:
+        self.raw.report_unreachable(to)
+
+    def transfer_leader(self, transferee: int) -> None:
+        """MoveLeader: hand leadership to `transferee` (proposals wait meanwhile)."""
+        self.raw.transfer_leader(transferee)
+
+    def _ask_reads(self) -> None:
+        """One ReadIndex for every read that arrived since the last one."""
+        batch, self._reads_new = self._reads_new, []
+        self._read_seq += 1
+        ctx = _U64.pack(self._read_seq)
+        try:
+            self.raw.read_index(ctx)
+        except ProposalDroppedError:
+            self._responses.extend((w.req_id, EtcdError(errors.NO_LEADER)) for w in batch)
+            return
+        self._reads_asked[ctx] = (self.term, batch)
 
     def _drain(self) -> None:
         """Run Raft until it has nothing more to do, collecting its Readys into one.
@@ -466,12 +588,20 @@ class Member:
         driver makes them durable, with the apply, in one batch before anything in the
         combined Ready (messages included) leaves the member, so no one can observe the
         difference. For a single voter this commits a proposal in the turn it is made."""
+        if self._reads_new:
+            self._ask_reads()
         pending = self._pending
         raw = self.raw
         while raw.has_ready():
             rd = raw.ready()
+            if rd.soft_state is not None:
+                self._on_role(rd.soft_state.state is StateType.LEADER, rd.soft_state.lead)
             if rd.snapshot is not None:
-                raise NotImplementedError("installing a snapshot into a Member")
+                # The leader's state replaces ours: what we had pending is superseded.
+                self.storage.apply_snapshot(Snapshot(metadata=rd.snapshot.metadata))
+                pending.snapshot = rd.snapshot
+                pending.entries.clear()
+                pending.committed.clear()
             if rd.hard_state is not None:
                 self.storage.set_hard_state(rd.hard_state)
                 pending.hard_state = rd.hard_state
@@ -480,54 +610,129 @@ class Member:
                 first = rd.entries[0].index
                 while pending.entries and pending.entries[-1].index >= first:
                     pending.entries.pop()
-                pending.entries.extend(Entry(e.index, e.term, e.data) for e in rd.entries)
-            pending.committed.extend(Entry(e.index, e.term, e.data) for e in rd.committed_entries)
+                pending.entries.extend(rd.entries)
+            pending.committed.extend(rd.committed_entries)
             pending.messages.extend(rd.messages)
             pending.messages.extend(rd.messages_after_persist)
+            for rs in rd.read_states:
+                asked = self._reads_asked.pop(rs.request_ctx, None)
+                if asked is not None:
+                    self._reads_ready.append((rs.index, asked[1]))
             raw.advance(rd)
+
+    def _on_role(self, leading: bool, lead: int) -> None:
+        """Leadership moved. Only the leader expires leases: a new one gives each lease
+        its full TTL again (plus an election timeout, as etcd's Promote), a former one stops.
+        Reads asked in an older term may never be answered: they fail now so clients retry."""
+        if leading and not self._leading:
+            self.lessor.promote(self._now, self.config.election_timeout)
+            self._revoking.clear()
+        elif self._leading and not leading:
+            self.lessor.demote()
+            self._revoking.clear()
+        self._leading = leading
+        term = self.term
+        for ctx, (asked_term, batch) in list(self._reads_asked.items()):
+            if asked_term != term or lead == NONE:
+                del self._reads_asked[ctx]
+                self._responses.extend((w.req_id, EtcdError(errors.LEADER_CHANGED)) for w in batch)
 
     def ready(self) -> Ready:
         self._drain()
         rd, self._pending = self._pending, Ready([], [], [], 0)
-        if rd.committed and rd.committed[-1].index - self._log_compacted >= self.config.snapshot_count:
-            rd.compact_log_to = rd.committed[-1].index
+        applied = rd.committed[-1].index if rd.committed else self._applied
+        if rd.snapshot is not None:
+            applied = max(applied, rd.snapshot.metadata.index)
+        if self._reads_ready:
+            still: list[tuple[int, list[_Waiter]]] = []
+            for index, batch in self._reads_ready:
+                if index <= applied:
+                    rd.reads.extend(w.req_id for w in batch)
+                else:
+                    still.append((index, batch))
+            self._reads_ready = still
+        # After a snapshot install the backend may be ahead of the log: compact only
+        # entries the log holds.
+        keep_from = min(applied, self.storage.last_index()) - self.config.catch_up_entries
+        if applied - self._log_compacted >= self.config.snapshot_count and keep_from > self._log_compacted:
+            rd.compact_log_to = keep_from
         rd.responses, self._responses = self._responses, []
         self._outstanding = rd
         return rd
 
+    def install_snapshot(self, backend: KVBackend) -> None:
+        """The driver replaced the backend's contents with the leader's image (rd.snapshot):
+        take its applied index, leases and alarms, and keep this member's own Raft state.
+        Clients waiting for proposals cannot learn their outcome any more: they are
+        answered "request timed out" (indeterminate), as etcd would after its timeout."""
+        rd = self._outstanding
+        assert rd is not None and rd.snapshot is not None
+        self._applied = max(store.get_int(backend, META_APPLIED_INDEX), rd.snapshot.metadata.index)
+        save_hard_state(backend, self.raw.hard_state())
+        save_conf_state(backend, rd.snapshot.metadata.conf_state)
+        self.alarms = alarms.load(backend)
+        self._load_leases(backend)
+        if self._leading:
+            self.lessor.promote(self._now, self.config.election_timeout)
+        self._responses.extend((w.req_id, EtcdError(errors.REQUEST_TIMEOUT)) for w in self._waiting.values())
+        self._waiting.clear()
+        self._at_index.clear()
+        self._log_compacted = rd.snapshot.metadata.index
+
     def apply(self, backend: KVBackend, entries: list[Entry], now: float | None = None) -> Applied:
         """Apply committed entries through the open batch. `now` (default: the last
-        time handed in) starts the expiry of leases granted here."""
+        time handed in) starts the expiry of leases granted here. Entries the backend
+        already holds (it came from a leader's image newer than the Raft snapshot) are
+        skipped, except for Raft's configuration changes."""
         if now is not None:
             self._now = max(self._now, now)
         answers: list[tuple[int, Result]] = []
         events: list[Event] = []
         waiting = self._waiting
+        at_index = self._at_index
+        applied = self._applied
+        conf_changed = False
         for entry in entries:
-            # A client waits for the entry this member appended at that index (request
-            # ids start again after a restart, so the term must match too); another
-            # entry there means its proposal was lost to a leader change.
-            waiter = waiting.pop(entry.index, None) if waiting else None
-            if not entry.data:
-                if waiter is not None:
-                    answers.append((waiter[0], EtcdError(errors.LEADER_CHANGED)))
+            if entry.kind is EntryKind.CONF_CHANGE:
+                cs = self.raw.apply_conf_change(ConfChange.decode(entry.data))
+                self.storage.set_conf_state(cs)
+                conf_changed = True
+            if entry.index <= applied:
+                continue
+            if at_index:
+                # The proposal this member put at that index is not the entry there: lost.
+                lost = at_index.pop(entry.index, None)
+                if lost is not None and not self._is_proposal(entry, lost):
+                    waiter = waiting.pop(lost, None)
+                    if waiter is not None:
+                        answers.append((waiter.req_id, EtcdError(errors.LEADER_CHANGED)))
+            if not entry.data or entry.kind is not EntryKind.NORMAL:
                 continue
             proposal: Proposal = codec.decode(entry.data)
             try:
                 result: Result = self._apply_one(backend, proposal.request, events)
             except EtcdError as e:
                 result = e
-            if waiter is not None:
-                req_id, term = waiter
-                mine = proposal.member_id == self.member_id and proposal.req_id == req_id and entry.term == term
-                answers.append((req_id, result if mine else EtcdError(errors.LEADER_CHANGED)))
-        if entries:
+            if proposal.member_id == self.member_id and waiting:
+                mine = waiting.pop(proposal.req_id, None)
+                if mine is not None:
+                    answers.append((mine.req_id, result))
+        if entries and entries[-1].index > applied:
             store.put_int(backend, META_APPLIED_INDEX, entries[-1].index)
             store.put_int(backend, META_APPLIED_TERM, entries[-1].term)
+            self._applied = entries[-1].index
+        if conf_changed:
+            save_conf_state(backend, self.storage.conf_state)
         rd = self._outstanding
         if rd is not None and rd.hard_state is not None:
             save_hard_state(backend, rd.hard_state)
         return Applied(answers, events)
+
+    def _is_proposal(self, entry: Entry, proposal_id: int) -> bool:
+        if not entry.data or entry.kind is not EntryKind.NORMAL:
+            return False
+        p: Proposal = codec.decode(entry.data)
+        return p.member_id == self.member_id and p.req_id == proposal_id
 
     def _apply_one(self, backend: KVBackend, req: WriteRequest, events: list[Event]) -> Response:
         book = self.lessor
@@ -571,7 +776,10 @@ class Member:
         """The driver made rd durable (and sent its messages and responses)."""
         self._outstanding = None
         if rd.committed:
-            self._applied = rd.committed[-1].index
+            self._applied = max(self._applied, rd.committed[-1].index)
         if rd.compact_log_to:
+            # A lagging follower is sent the backend as of (at least) this index.
+            if rd.compact_log_to > self.storage.snapshot().metadata.index:
+                self.storage.create_snapshot(rd.compact_log_to, self.storage.conf_state, b"")
             self.storage.compact(rd.compact_log_to)
             self._log_compacted = rd.compact_log_to

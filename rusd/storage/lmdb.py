@@ -45,7 +45,7 @@ from typing import Final, TypeVar
 
 import lmdb
 
-from rusd.core.log import Entry
+from rusd.core.log import Entry, EntryKind
 from rusd.core.mvcc.types import KeyValue
 from rusd.storage.errors import StorageError
 
@@ -85,6 +85,10 @@ _REV_LONG: Final = struct.Struct("<qqqqqI")  # ... + key length; then key, value
 _U64: Final = struct.Struct(">Q")
 _CHANGE: Final = struct.Struct(">QQ")
 _TERM_S: Final = struct.Struct("<q")
+# A log record starts with the entry's term; its top byte holds the entry kind (0 normal,
+# 1 conf change), which keeps records written before kinds existed readable.
+_KIND_SHIFT: Final = 56
+_TERM_MASK: Final = (1 << _KIND_SHIFT) - 1
 _KV_SIZE: Final = _KV.size
 _KV_LONG_SIZE: Final = _KV_LONG.size
 _REV_SIZE: Final = _REV.size
@@ -462,7 +466,11 @@ class _Reader:
             index = unpack_index(k)[0]
             if index >= hi:
                 break
-            out.append(Entry(index, unpack_term(v)[0], v[8:]))
+            term = unpack_term(v)[0]
+            if term >> _KIND_SHIFT:
+                out.append(Entry(index, term & _TERM_MASK, v[8:], EntryKind(term >> _KIND_SHIFT)))
+            else:
+                out.append(Entry(index, term, v[8:]))
         return out
 
     def first_index(self) -> int:
@@ -616,7 +624,7 @@ class LmdbBatch(_Reader):
         for i, e in enumerate(entries):
             if e.index != first + i:
                 raise ValueError("appended entries must have contiguous indexes")
-            items.append((_U64.pack(e.index), _TERM_S.pack(e.term) + e.data))
+            items.append((_U64.pack(e.index), _TERM_S.pack(e.term | e.kind.value << _KIND_SHIFT) + e.data))
         txn = self._txn
         try:
             if empty or first <= offset:

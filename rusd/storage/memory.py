@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 from sortedcontainers import SortedDict
 
+from rusd.core import codec
 from rusd.core.log import Entry
 from rusd.core.mvcc.types import KeyValue
 
@@ -21,6 +22,9 @@ class MemoryBackend:
     """KVBackend over three sorted maps."""
 
     def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
         self._meta: SortedDict = SortedDict()  # name -> value
         self._latest: SortedDict = SortedDict()  # key -> KeyValue
         self._history: SortedDict = SortedDict()  # (key, main, sub) -> (sub, KeyValue)
@@ -100,6 +104,24 @@ class MemoryBackend:
         _, kv = self._history.pop((key, mod_revision, sub))
         del self._changes[(mod_revision, sub)]
         self._size -= _RECORD_OVERHEAD + len(kv.key) + len(kv.value)
+
+    # -- images (what a leader sends a follower that is behind its log) -------
+    def image(self) -> bytes:
+        """The whole store as bytes: meta, then every stored revision in revision order."""
+        records = tuple(
+            (sub, kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease)
+            for sub, kv in self.changes(0)
+        )
+        return codec.encode((tuple(self._meta.items()), records))
+
+    def load_image(self, data: bytes) -> None:
+        """Replace the whole store with an image (codec.CodecError if it is corrupt)."""
+        meta, records = codec.decode(data)
+        self._clear()
+        for name, value in meta:
+            self.put_meta(name, value)
+        for sub, key, create, mod, version, value, lease in records:
+            self.write(sub, KeyValue(key, create, mod, version, value, lease))
 
 
 class MemoryLog:

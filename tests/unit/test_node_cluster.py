@@ -1,0 +1,247 @@
+"""Members of one cluster: forwarding, lost proposals, ReadIndex, snapshots, leases, conf changes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from rusd.core import errors
+from rusd.core.errors import EtcdError
+from rusd.core.lease.types import LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest
+from rusd.core.mvcc import store
+from rusd.core.mvcc.types import PutRequest, PutResponse, RangeRequest, RangeResponse
+from rusd.core.node import (
+    Member,
+    MemberConfig,
+    MemberInfo,
+    Result,
+    load_conf_state,
+    serve_read,
+    unapplied_entries,
+)
+from rusd.core.raft import ConfChange, ConfChangeType, ConfState, MessageType
+from rusd.storage.memory import MemoryBackend, MemoryLog
+
+
+class Peers:
+    """Members of one cluster on their own disks, with a hand-driven network and clock."""
+
+    def __init__(self, n: int, **config: object) -> None:
+        self.ids = tuple(range(1, n + 1))
+        self.config = config
+        self.backends = {i: MemoryBackend() for i in self.ids}
+        self.logs = {i: MemoryLog() for i in self.ids}
+        self.boots = 0
+        self.members = {i: self.start(i) for i in self.ids}
+        self.answers: dict[int, list[tuple[int, Result]]] = {i: [] for i in self.ids}
+        self.reads: dict[int, list[tuple[int, RangeResponse]]] = {i: [] for i in self.ids}
+        self.now = 0.0
+        self.snapshots_sent = 0
+
+    def start(self, i: int) -> Member:
+        """(Re)build member i from its disk only."""
+        self.boots += 1
+        cfg = MemberConfig(MemberInfo(i, f"m{i}", (), ()), 9, **self.config)  # type: ignore[arg-type]
+        replay = unapplied_entries(self.backends[i], self.logs[i])
+        return Member(cfg, self.backends[i], replay, 0.0, unix_ms=1000 * self.boots, voters=self.ids)
+
+    def run(self, cut: frozenset[int] = frozenset()) -> None:
+        """Turns until nothing moves; messages to or from a member in `cut` are dropped."""
+        moved = True
+        while moved:
+            moved = False
+            for i, m in self.members.items():
+                rd = m.ready()
+                if not rd:
+                    continue
+                moved = True
+                backend, log = self.backends[i], self.logs[i]
+                if rd.snapshot is not None:
+                    backend.load_image(rd.snapshot.data)
+                    log.compact_log(log.last_index())
+                    m.install_snapshot(backend)
+                log.append_entries(rd.entries)
+                self.answers[i] += list(rd.responses) + m.apply(backend, rd.committed, self.now).answers
+                if rd.compact_log_to:
+                    log.compact_log(rd.compact_log_to)
+                m.advance(rd)
+                for req_id in rd.reads:
+                    got = serve_read(backend, RangeRequest(b"k"), 128)
+                    assert isinstance(got, RangeResponse)
+                    self.reads[i].append((req_id, got))
+                for msg in rd.messages:
+                    if msg.to in cut or msg.from_ in cut or msg.to not in self.members:
+                        if msg.type is MessageType.SNAP:
+                            m.report_snapshot(msg.to, failed=True)
+                        continue
+                    if msg.type is MessageType.SNAP:
+                        assert msg.snapshot is not None
+                        msg = replace(msg, snapshot=replace(msg.snapshot, data=backend.image()))
+                        self.snapshots_sent += 1
+                        m.report_snapshot(msg.to, failed=False)
+                    self.members[msg.to].step(msg)
+
+    def tick(self, n: int, cut: frozenset[int] = frozenset()) -> None:
+        """n heartbeat intervals of 0.1 s pass on every member."""
+        for _ in range(n):
+            self.now += 0.1
+            for i, m in self.members.items():
+                m.tick(self.now, store.current_revision(self.backends[i]))
+            self.run(cut)
+
+    def leader(self) -> Member:
+        (lead,) = [m for m in self.members.values() if m.is_leader]
+        return lead
+
+    def value(self, i: int) -> list[bytes]:
+        got = serve_read(self.backends[i], RangeRequest(b"k"), 128)
+        assert isinstance(got, RangeResponse)
+        return [kv.value for kv in got.kvs]
+
+
+def elected(n: int = 3, **config: object) -> Peers:
+    peers = Peers(n, **config)
+    peers.members[1].raw.campaign()
+    peers.run()
+    assert peers.members[1].is_leader
+    return peers
+
+
+def test_a_follower_forwards_writes_to_the_leader_and_answers_them_itself() -> None:
+    peers = elected()
+    peers.members[2].submit(7, PutRequest(b"k", b"x"), 0)
+    peers.run()
+    assert peers.answers[2] == [(7, PutResponse(revision=2))]
+    assert peers.answers[1] == [] and peers.answers[3] == []
+    assert all(peers.value(i) == [b"x"] for i in peers.ids)
+
+
+def test_a_member_that_knows_no_leader_answers_no_leader() -> None:
+    peers = Peers(3)  # nobody campaigned yet
+    peers.members[2].submit(7, PutRequest(b"k", b"x"), 0)
+    peers.run()
+    assert peers.answers[2] == [(7, EtcdError(errors.NO_LEADER))]
+
+
+def test_a_proposal_lost_to_a_leader_change_answers_leader_changed() -> None:
+    peers = elected()
+    m1, m2 = peers.members[1], peers.members[2]
+    m1.submit(1, PutRequest(b"k", b"committed"), 0)
+    peers.run()
+    assert peers.answers[1] == [(1, PutResponse(revision=2))]
+    # m1 appends a proposal nobody else sees, then m2 wins an election without it
+    m1.submit(2, PutRequest(b"k", b"lost"), 0)
+    peers.run(cut=frozenset({1}))
+    m2.raw.campaign()
+    peers.run(cut=frozenset({1}))
+    assert m2.is_leader
+    m2.tick(0.0, 2)  # a heartbeat reaches m1 once the network heals
+    peers.run()
+    assert not m1.is_leader
+    assert peers.answers[1][-1] == (2, EtcdError(errors.LEADER_CHANGED))
+    assert all(peers.value(i) == [b"committed"] for i in peers.ids)
+
+
+def test_a_forwarded_proposal_that_is_lost_times_out() -> None:
+    peers = elected()
+    m3 = peers.members[3]
+    # the forwarded proposal goes to a leader that no longer hears anyone
+    m3.submit(5, PutRequest(b"k", b"x"), 0)
+    peers.run(cut=frozenset({1}))
+    assert peers.answers[3] == []
+    peers.tick(m3.config.request_timeout_ticks, cut=frozenset({1}))
+    assert (5, EtcdError(errors.REQUEST_TIMEOUT)) in peers.answers[3]
+    assert peers.value(2) == []
+
+
+def test_linearizable_reads_on_a_follower_see_every_acknowledged_write() -> None:
+    peers = elected()
+    peers.members[1].submit(1, PutRequest(b"k", b"v1"), 0)
+    peers.run()
+    peers.members[3].read(9)
+    peers.run()
+    ((req_id, got),) = peers.reads[3]
+    assert req_id == 9 and [kv.value for kv in got.kvs] == [b"v1"]
+
+
+def test_reads_of_one_turn_share_one_read_index() -> None:
+    peers = elected()
+    m2 = peers.members[2]
+    for req_id in (1, 2, 3):
+        m2.read(req_id)
+    rd = m2.ready()
+    asks = [msg for msg in rd.messages if msg.type is MessageType.READ_INDEX]
+    assert len(asks) == 1
+    m2.apply(peers.backends[2], rd.committed)
+    m2.advance(rd)
+    for msg in rd.messages:
+        peers.members[msg.to].step(msg)
+    peers.run()
+    assert [r for r, _ in peers.reads[2]] == [1, 2, 3]
+
+
+def test_a_leader_cut_off_from_the_quorum_never_serves_a_linearizable_read() -> None:
+    peers = elected()
+    m1 = peers.members[1]
+    m1.read(4)
+    peers.run(cut=frozenset({1}))
+    assert peers.reads[1] == []
+    peers.tick(m1.config.request_timeout_ticks, cut=frozenset({1}))
+    assert peers.reads[1] == []
+    assert (4, EtcdError(errors.REQUEST_TIMEOUT)) in peers.answers[1] or (
+        4, EtcdError(errors.LEADER_CHANGED)) in peers.answers[1]
+
+
+def test_a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() -> None:
+    peers = elected(snapshot_count=3, catch_up_entries=0)
+    leader = peers.members[1]
+    for n in range(8):
+        leader.submit(n, PutRequest(b"k", b"v%d" % n), 0)
+        peers.run(cut=frozenset({3}))
+    assert peers.logs[1].first_index() > peers.logs[3].last_index() + 1  # 3 cannot catch up by log
+    leader.tick(peers.now, 0)
+    peers.run()
+    assert peers.snapshots_sent == 1
+    assert peers.value(3) == [b"v7"]
+    assert peers.members[3].applied_index == leader.applied_index
+    # the follower keeps its own term and vote, and replicates on from the log
+    leader.submit(99, PutRequest(b"k", b"after"), 0)
+    peers.run()
+    assert peers.value(3) == [b"after"]
+    # and it restarts from its disk alone
+    peers.members[3] = peers.start(3)
+    assert peers.members[3].applied_index == leader.applied_index
+    assert peers.value(3) == [b"after"]
+
+
+def test_only_the_leader_expires_leases_and_a_new_leader_restarts_their_ttl() -> None:
+    peers = elected()
+    peers.members[1].submit(1, LeaseGrantRequest(ttl=5), 0)
+    peers.run()
+    ((_, granted),) = peers.answers[1]
+    assert isinstance(granted, LeaseGrantResponse)
+    # followers know the lease but do not expire it, and refuse keepalives
+    peers.members[2].local(2, LeaseKeepAliveRequest(granted.id), peers.now)
+    peers.run()
+    assert peers.answers[2] == [(2, EtcdError(errors.NOT_LEADER))]
+    # leadership moves to 2 at 4 s: the lease lives a full TTL (+ an election timeout) from then
+    peers.tick(40)
+    assert all(m.lessor.exists(granted.id) for m in peers.members.values())
+    peers.members[2].raw.campaign()
+    peers.run(cut=frozenset({1}))
+    assert peers.members[2].is_leader
+    peers.run()
+    peers.tick(50)  # 9 s: older than 5 s since the grant, younger than 4 + 5 + 1 s
+    assert all(m.lessor.exists(granted.id) for m in peers.members.values())
+    peers.tick(20)  # 11 s: expired, revoked by the new leader on every member
+    assert not any(m.lessor.exists(granted.id) for m in peers.members.values())
+
+
+def test_conf_changes_apply_on_every_member_and_survive_a_restart() -> None:
+    peers = elected()
+    peers.members[1].raw.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER_NODE, 4))
+    peers.run()
+    for i in peers.ids:
+        assert peers.members[i].raw.conf_state() == ConfState(voters=(1, 2, 3), learners=(4,))
+        assert load_conf_state(peers.backends[i]) == ConfState(voters=(1, 2, 3), learners=(4,))
+    peers.members[2] = peers.start(2)
+    assert peers.members[2].raw.conf_state() == ConfState(voters=(1, 2, 3), learners=(4,))
