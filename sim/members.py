@@ -22,6 +22,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from rusd.core.cluster import MemberInfo
 from rusd.core.errors import EtcdError
 from rusd.core.lease.types import (
     LeaseGrantRequest,
@@ -43,7 +44,7 @@ from rusd.core.mvcc.types import (
     TxnRequest,
     TxnResponse,
 )
-from rusd.core.node import Member, MemberConfig, MemberInfo, Result, serve_read, unapplied_entries
+from rusd.core.node import Member, MemberConfig, Result, serve_read, unapplied_entries
 from rusd.core.raft import Entry, Message, MessageType, StateType
 from rusd.storage.memory import MemoryBackend, MemoryLog
 from sim.checkers import Checkers
@@ -109,6 +110,7 @@ class MemberCluster:
         self.tick_us = self.options.tick_ms * US_PER_MS
         self.rngs = RngTree(seed)
         self.ids = list(range(1, self.options.members + 1))
+        self.initial_cluster = tuple(MemberInfo(i, f"m{i}", (f"http://m{i}:2380",), ()) for i in self.ids)
         swarm = self.rngs.child("swarm")
         self.network = Network(self.rngs.child("network"), NetworkOptions.random(swarm), self.ids)
         self.workload = self.rngs.child("workload")
@@ -170,7 +172,7 @@ class MemberCluster:
         unix_ms = 1_000_000 * self.boots[i] + self.now_us // 1000
         return Member(
             cfg, backend, unapplied_entries(backend, self.logs[i]), self.now_us / 1e6, unix_ms=unix_ms,
-            rng=self.raft_rngs.child(f"{i}/{self.boots[i]}"), voters=tuple(self.ids),
+            rng=self.raft_rngs.child(f"{i}/{self.boots[i]}"), initial_cluster=self.initial_cluster,
         )
 
     def fail(self, name: str, message: str) -> None:

@@ -86,3 +86,14 @@ REQUEST_TIMEOUT = _kind(Code.UNAVAILABLE, "etcdserver: request timed out")
 STOPPED = _kind(Code.UNAVAILABLE, "etcdserver: server stopped")
 NOT_LEADER = _kind(Code.FAILED_PRECONDITION, "etcdserver: not leader")
 MEMBER_NOT_FOUND = _kind(Code.NOT_FOUND, "etcdserver: member not found")
+MEMBER_EXIST = _kind(Code.FAILED_PRECONDITION, "etcdserver: member ID already exist")
+PEER_URL_EXIST = _kind(Code.FAILED_PRECONDITION, "etcdserver: Peer URLs already exists")
+MEMBER_NOT_ENOUGH_STARTED = _kind(
+    Code.FAILED_PRECONDITION, "etcdserver: re-configuration failed due to not enough started members"
+)
+MEMBER_BAD_URLS = _kind(Code.INVALID_ARGUMENT, "etcdserver: given member URLs are invalid")
+MEMBER_NOT_LEARNER = _kind(Code.FAILED_PRECONDITION, "etcdserver: can only promote a learner member")
+LEARNER_NOT_READY = _kind(
+    Code.FAILED_PRECONDITION, "etcdserver: can only promote a learner member which is in sync with leader"
+)
+TOO_MANY_LEARNERS = _kind(Code.FAILED_PRECONDITION, "etcdserver: too many learner members in cluster")

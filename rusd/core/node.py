@@ -15,6 +15,18 @@ from typing import TypeAlias
 
 from rusd.core import alarms, codec, errors
 from rusd.core.alarms import AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType
+from rusd.core.cluster import (
+    ConfRequest,
+    MemberAddRequest,
+    MemberInfo,
+    MemberPromoteRequest,
+    MemberPublishRequest,
+    MemberRemoveRequest,
+    MemberRequest,
+    MemberResponse,
+    MemberUpdateRequest,
+    Roster,
+)
 from rusd.core.compactor import AutoCompactor, CompactionPolicy
 from rusd.core.errors import EtcdError
 from rusd.core.lease import lessor as leases
@@ -52,6 +64,7 @@ from rusd.core.mvcc.types import (
 from rusd.core.raft import (
     NONE,
     ConfChange,
+    ConfChangeType,
     Config,
     ConfState,
     EntryKind,
@@ -77,7 +90,7 @@ META_CONF_STATE = b"raft_conf_state"
 
 WriteRequest: TypeAlias = (
     PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | AlarmRequest
-    | LeaseGrantRequest | LeaseRevokeRequest
+    | LeaseGrantRequest | LeaseRevokeRequest | MemberRequest
 )
 # Answered by the leader's lessor without a log entry (Member.local).
 LocalRequest: TypeAlias = LeaseKeepAliveRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest
@@ -85,7 +98,7 @@ LOCAL_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequ
 Response: TypeAlias = (
     RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse | CompactionResponse | AlarmResponse
     | LeaseGrantResponse | LeaseRevokeResponse | LeaseKeepAliveResponse | LeaseTimeToLiveResponse
-    | LeaseLeasesResponse
+    | LeaseLeasesResponse | MemberResponse
 )
 # etcd's quota estimate for a lease grant (etcdserver/quota.go leaseOverhead).
 LEASE_OVERHEAD = 64
@@ -103,19 +116,11 @@ class Proposal:
 
 for _number, _cls in enumerate(
     (Proposal, PutRequest, DeleteRangeRequest, TxnRequest, RangeRequest, Compare, CompactionRequest,
-     AlarmRequest, KeyValue, LeaseGrantRequest, LeaseRevokeRequest),
+     AlarmRequest, KeyValue, LeaseGrantRequest, LeaseRevokeRequest, MemberInfo, MemberAddRequest,
+     MemberRemoveRequest, MemberUpdateRequest, MemberPromoteRequest, MemberPublishRequest),
     start=1,
 ):
     codec.register(_number, _cls)
-
-
-@dataclass(frozen=True, slots=True)
-class MemberInfo:
-    id: int
-    name: str
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
-    is_learner: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +138,8 @@ class MemberConfig:
     # Entries kept after a log compaction so that a slow follower catches up from the
     # log rather than by snapshot (etcd's snapshotCatchUpEntries).
     catch_up_entries: int = 5_000
+    # --strict-reconfig-check: refuse member changes that would leave no started quorum.
+    strict_reconfig_check: bool = True
 
     @property
     def request_timeout_ticks(self) -> int:
@@ -296,6 +303,17 @@ def save_conf_state(backend: KVBackend, cs: ConfState) -> None:
     backend.put_meta(META_CONF_STATE, b"".join(_U64.pack(i) for i in ids))
 
 
+def _bootstrap_entries(initial: tuple[MemberInfo, ...]) -> list[Entry]:
+    """Entries 1..n of a new cluster's log (term 1): adding each initial member."""
+    return [
+        Entry(index, 1, ConfChange(
+            ConfChangeType.ADD_NODE, m.id,
+            codec.encode(Proposal(0, 0, MemberAddRequest(m.peer_urls, False, m.id, m.name))),
+        ).encode(), EntryKind.CONF_CHANGE)
+        for index, m in enumerate(sorted(initial, key=lambda m: m.id), start=1)
+    ]
+
+
 class _Lcg:
     """Deterministic randomness for Raft's election timeouts when the driver gives none
     (a single voter never waits for a randomized timeout)."""
@@ -334,21 +352,30 @@ class Member:
         now: float,
         unix_ms: int = 0,
         rng: Rng | None = None,
-        voters: tuple[int, ...] = (),
+        initial_cluster: tuple[MemberInfo, ...] = (),
+        join: bool = False,
     ) -> None:
         """`now` is the driver's clock (seconds); `unix_ms` the wall clock in
         milliseconds, which seeds the request and lease id generator as etcd's idutil
         does (so ids of proposals made before a restart are not reused). `replay` holds
-        the durable log entries after the applied index; `voters` the initial cluster
-        (default: this member alone, which then campaigns at once); a member that applied
-        a configuration before uses that instead."""
+        the durable log entries after the applied index.
+
+        A fresh member of a new cluster bootstraps as etcd's raft.StartNode does: the log
+        starts with one committed conf change entry per member of `initial_cluster`
+        (default: this member alone, which then campaigns at once). A member joining an
+        existing cluster (`join`) starts empty and learns everything from the leader."""
         self.config = config
         applied = store.get_int(view, META_APPLIED_INDEX)
         hs = load_hard_state(view)
+        fresh = not applied and not replay and hs == HardState()
+        initial = initial_cluster or (config.member,)
+        bootstrap = _bootstrap_entries(initial) if fresh and not join else []
         # A fresh member bootstraps at term 1 and wins its first election at term 2,
         # as etcd does; each restart is one more election.
         term = max(hs.term, 1)
-        conf = load_conf_state(view) or ConfState(voters=voters or (config.member.id,))
+        conf = load_conf_state(view)
+        if conf is None:
+            conf = ConfState() if join else ConfState(voters=tuple(sorted(m.id for m in initial)))
         # Raft reads its log from memory (as etcd's raft.MemoryStorage next to its WAL):
         # the durable entries after the applied index, then what each turn appends.
         self.storage = MemoryStorage(conf)
@@ -357,11 +384,14 @@ class Member:
         if applied:
             # What a lagging follower is sent: the backend as of (at least) this index.
             self.storage.create_snapshot(applied, conf, b"")
-        self.storage.append(replay)
-        commit = min(max(hs.commit, applied), self.storage.last_index())
+        self.storage.append(replay or bootstrap)
+        commit = min(max(hs.commit, applied, len(bootstrap)), self.storage.last_index())
         self.storage.set_hard_state(HardState(term, hs.vote, commit))
+        # Raft counts the bootstrap entries applied (its configuration already holds them);
+        # the first Ready persists them and applies them to the member list.
         raft_config = Config(
-            id=config.member.id, election_tick=config.election_ticks, heartbeat_tick=1, applied=applied
+            id=config.member.id, election_tick=config.election_ticks, heartbeat_tick=1,
+            applied=applied or len(bootstrap),
         )
         self.raw = RawNode(raft_config, self.storage, rng or _Lcg(config.member.id))
         self._applied = applied
@@ -376,8 +406,11 @@ class Member:
         self._reads_asked: dict[bytes, tuple[int, list[_Waiter]]] = {}
         self._reads_ready: list[tuple[int, list[_Waiter]]] = []
         self._read_seq = 0
-        self._pending = Ready([], [], [], 0)
+        self._pending = Ready(list(bootstrap), list(bootstrap), [], 0)
+        if bootstrap:
+            self._pending.hard_state = self.storage.hard_state
         self.alarms: tuple[AlarmMember, ...] = alarms.load(view)
+        self.roster = Roster(view)
         self.compactor = AutoCompactor(config.compaction, now)
         self._responses: list[tuple[int, Result]] = []
         self._log_compacted = applied
@@ -388,7 +421,7 @@ class Member:
         self._load_leases(view)
         self._revoking: set[int] = set()
         self._leading = False
-        if conf.voters == (config.member.id,) and not conf.learners:
+        if conf.voters == (config.member.id,) and not conf.learners and not join:
             # The only voter elects itself at once; as leader it appends the empty entry
             # of its term, which makes the term durable before anything is acknowledged.
             self.raw.campaign()
@@ -446,7 +479,54 @@ class Member:
             while self.lessor.exists(lease_id):
                 lease_id = self._ids.next_lease_id()
             req = LeaseGrantRequest(ttl=req.ttl, id=lease_id)
+        if isinstance(req, MemberAddRequest | MemberRemoveRequest | MemberPromoteRequest):
+            self._propose_conf_change(req_id, req)
+            return
         self._propose(req_id, req)
+
+    @property
+    def removed(self) -> bool:
+        """This member was removed from the cluster: the driver stops it (as etcd does)."""
+        return self.member_id in self.roster.removed
+
+    def members(self) -> tuple[MemberInfo, ...]:
+        return self.roster.listed()
+
+    def _propose_conf_change(self, req_id: int, req: ConfRequest) -> None:
+        """A member add, remove or promote becomes a Raft configuration change whose
+        context carries the request (and who waits for it)."""
+        try:
+            if isinstance(req, MemberAddRequest) and not req.id:
+                raise ValueError("a member add needs the new member's id")
+            self.roster.validate(req)
+            if self.config.strict_reconfig_check:
+                self.roster.check_started(req)
+            if isinstance(req, MemberPromoteRequest) and self.is_leader:
+                self._check_learner_ready(req.id)
+        except EtcdError as e:
+            self._responses.append((req_id, e))
+            return
+        kind = {
+            MemberAddRequest: ConfChangeType.ADD_LEARNER_NODE if getattr(req, "is_learner", False)
+            else ConfChangeType.ADD_NODE,
+            MemberRemoveRequest: ConfChangeType.REMOVE_NODE,
+            MemberPromoteRequest: ConfChangeType.ADD_NODE,
+        }[type(req)]
+        proposal_id = self._ids.next()
+        context = codec.encode(Proposal(self.member_id, proposal_id, req))
+        try:
+            self.raw.propose_conf_change(ConfChange(kind, req.id, context))
+        except ProposalDroppedError:
+            self._responses.append((req_id, EtcdError(self._no_leader_error())))
+            return
+        self._waiting[proposal_id] = _Waiter(req_id, self._ticks + self.config.request_timeout_ticks)
+
+    def _check_learner_ready(self, learner: int) -> None:
+        """etcd promotes a learner only once its log is within 90% of the leader's."""
+        progress = self.raw.raft.tracker.progress
+        learner_match = progress[learner].match if learner in progress else 0
+        if learner_match < progress[self.member_id].match * 0.9:
+            raise EtcdError(errors.LEARNER_NOT_READY)
 
     def read(self, req_id: int) -> None:
         """A linearizable read: it comes back in a later Ready's `reads` once this
@@ -671,6 +751,7 @@ class Member:
         save_hard_state(backend, self.raw.hard_state())
         save_conf_state(backend, rd.snapshot.metadata.conf_state)
         self.alarms = alarms.load(backend)
+        self.roster = Roster(backend)
         self._load_leases(backend)
         if self._leading:
             self.lessor.promote(self._now, self.config.election_timeout)
@@ -694,9 +775,9 @@ class Member:
         conf_changed = False
         for entry in entries:
             if entry.kind is EntryKind.CONF_CHANGE:
-                cs = self.raw.apply_conf_change(ConfChange.decode(entry.data))
-                self.storage.set_conf_state(cs)
                 conf_changed = True
+                self._apply_conf_change(backend, entry, entry.index <= applied, answers)
+                continue
             if entry.index <= applied:
                 continue
             if at_index:
@@ -728,6 +809,36 @@ class Member:
             save_hard_state(backend, rd.hard_state)
         return Applied(answers, events)
 
+    def _apply_conf_change(
+        self, backend: KVBackend, entry: Entry, seen: bool, answers: list[tuple[int, Result]]
+    ) -> None:
+        """A member change: the member list first (validated again), then Raft's
+        configuration, only if the change took effect (etcd applies a refused one as a
+        no-op). `seen`: the backend already holds it (an image newer than the snapshot)."""
+        cc = ConfChange.decode(entry.data)
+        if not cc.context:  # a bare Raft configuration change (no member record)
+            self.storage.set_conf_state(self.raw.apply_conf_change(cc))
+            return
+        proposal: Proposal = codec.decode(cc.context)
+        req = proposal.request
+        assert isinstance(req, MemberAddRequest | MemberRemoveRequest | MemberPromoteRequest)
+        result: Result
+        if seen:
+            if self.roster.applied_before(req):
+                self.storage.set_conf_state(self.raw.apply_conf_change(cc))
+            return
+        try:
+            result = self.roster.apply(backend, req)
+        except EtcdError as e:
+            result = e
+        else:
+            self.storage.set_conf_state(self.raw.apply_conf_change(cc))
+        self._at_index.pop(entry.index, None)
+        if proposal.member_id == self.member_id:
+            waiter = self._waiting.pop(proposal.req_id, None)
+            if waiter is not None:
+                answers.append((waiter.req_id, result))
+
     def _is_proposal(self, entry: Entry, proposal_id: int) -> bool:
         if not entry.data or entry.kind is not EntryKind.NORMAL:
             return False
@@ -757,6 +868,9 @@ class Member:
             return LeaseGrantResponse(store.current_revision(backend), lease.id, lease.ttl)
         if isinstance(req, LeaseRevokeRequest):
             return self._revoke(backend, req.id, events)
+        if isinstance(req, MemberUpdateRequest | MemberPublishRequest):
+            return self.roster.apply(backend, req)
+        assert isinstance(req, AlarmRequest)
         touched = alarms.apply(backend, req)
         self.alarms = alarms.load(backend)
         return AlarmResponse(revision=store.current_revision(backend), alarms=touched)

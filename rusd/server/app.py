@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import grpc
 
 from rusd.core import codec
+from rusd.core.cluster import MemberInfo
 from rusd.core.compactor import CompactionPolicy
 from rusd.core.membership import cluster_id, member_id
-from rusd.core.node import MemberConfig, MemberInfo
+from rusd.core.node import MemberConfig
 from rusd.server import logs, services
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap
 from rusd.server.interceptors import UnmarshalErrors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rusd.core import errors
 from rusd.core.alarms import AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType
+from rusd.core.cluster import MemberInfo
 from rusd.core.compactor import CompactionPolicy
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import store
@@ -20,7 +21,7 @@ from rusd.core.mvcc.types import (
     RangeResponse,
     TxnRequest,
 )
-from rusd.core.node import Member, MemberConfig, MemberInfo, Result, WriteRequest, serve_read, unapplied_entries
+from rusd.core.node import Member, MemberConfig, Result, WriteRequest, serve_read, unapplied_entries
 from rusd.storage.memory import MemoryBackend, MemoryLog
 
 INFO = MemberInfo(1, "m", ("http://127.0.0.1:2380",), ("http://127.0.0.1:2379",))
@@ -64,8 +65,9 @@ def test_ready_persists_entries_before_they_are_applied_and_answers_in_order() -
     m.submit(1, PutRequest(b"a", b"1"), 0)
     m.submit(2, PutRequest(b"b", b"2"), 0)
     rd = m.ready()
-    # the term's empty entry, then the two proposals: persisted and committed at once
-    assert [e.index for e in rd.entries] == [1, 2, 3]
+    # the bootstrap entry adding the member, the term's empty entry, then the two
+    # proposals: persisted and committed at once
+    assert [e.index for e in rd.entries] == [1, 2, 3, 4]
     assert rd.committed == rd.entries
     answers = m.apply(disk.backend, rd.committed).answers
     m.advance(rd)

@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rusd.core import errors
+from rusd.core.cluster import (
+    MemberAddRequest,
+    MemberAddResponse,
+    MemberChangeResponse,
+    MemberInfo,
+    MemberPromoteRequest,
+    MemberPublishRequest,
+    MemberPublishResponse,
+    MemberRemoveRequest,
+)
 from rusd.core.errors import EtcdError
 from rusd.core.lease.types import LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest
 from rusd.core.mvcc import store
@@ -12,13 +22,13 @@ from rusd.core.mvcc.types import PutRequest, PutResponse, RangeRequest, RangeRes
 from rusd.core.node import (
     Member,
     MemberConfig,
-    MemberInfo,
     Result,
+    WriteRequest,
     load_conf_state,
     serve_read,
     unapplied_entries,
 )
-from rusd.core.raft import ConfChange, ConfChangeType, ConfState, MessageType
+from rusd.core.raft import ConfChange, ConfChangeType, ConfState, EntryKind, MessageType
 from rusd.storage.memory import MemoryBackend, MemoryLog
 
 
@@ -27,22 +37,28 @@ class Peers:
 
     def __init__(self, n: int, **config: object) -> None:
         self.ids = tuple(range(1, n + 1))
+        self.initial = tuple(MemberInfo(i, f"m{i}", (f"http://m{i}:2380",), ()) for i in self.ids)
         self.config = config
         self.backends = {i: MemoryBackend() for i in self.ids}
         self.logs = {i: MemoryLog() for i in self.ids}
         self.boots = 0
-        self.members = {i: self.start(i) for i in self.ids}
         self.answers: dict[int, list[tuple[int, Result]]] = {i: [] for i in self.ids}
         self.reads: dict[int, list[tuple[int, RangeResponse]]] = {i: [] for i in self.ids}
+        self.members = {i: self.start(i) for i in self.ids}
         self.now = 0.0
         self.snapshots_sent = 0
 
-    def start(self, i: int) -> Member:
-        """(Re)build member i from its disk only."""
+    def start(self, i: int, join: bool = False) -> Member:
+        """(Re)build member i from its disk only (a new one joins an existing cluster)."""
         self.boots += 1
+        if i not in self.backends:
+            self.backends[i], self.logs[i] = MemoryBackend(), MemoryLog()
+            self.answers[i], self.reads[i] = [], []
         cfg = MemberConfig(MemberInfo(i, f"m{i}", (), ()), 9, **self.config)  # type: ignore[arg-type]
         replay = unapplied_entries(self.backends[i], self.logs[i])
-        return Member(cfg, self.backends[i], replay, 0.0, unix_ms=1000 * self.boots, voters=self.ids)
+        return Member(
+            cfg, self.backends[i], replay, 0.0, unix_ms=1000 * self.boots, initial_cluster=self.initial, join=join
+        )
 
     def run(self, cut: frozenset[int] = frozenset()) -> None:
         """Turns until nothing moves; messages to or from a member in `cut` are dropped."""
@@ -245,3 +261,83 @@ def test_conf_changes_apply_on_every_member_and_survive_a_restart() -> None:
         assert load_conf_state(peers.backends[i]) == ConfState(voters=(1, 2, 3), learners=(4,))
     peers.members[2] = peers.start(2)
     assert peers.members[2].raw.conf_state() == ConfState(voters=(1, 2, 3), learners=(4,))
+
+
+def test_a_new_cluster_starts_with_its_members_in_the_log_and_lists_them_everywhere() -> None:
+    peers = elected()
+    for i in peers.ids:
+        assert [e.kind for e in peers.logs[i].entries(1, 4)] == [EntryKind.CONF_CHANGE] * 3
+        assert peers.members[i].members() == peers.initial
+
+
+def add(peers: Peers, via: int, req: WriteRequest) -> Result:
+    peers.members[via].submit(1000, req, 0)
+    peers.run()
+    ((req_id, result),) = [a for a in peers.answers[via] if a[0] == 1000]
+    peers.answers[via].remove((req_id, result))
+    return result
+
+
+def test_member_add_learner_catch_up_promote_and_remove() -> None:
+    peers = elected()
+    peers.members[1].submit(1, PutRequest(b"k", b"before"), 0)
+    peers.run()
+    added = add(peers, 2, MemberAddRequest(("http://m4:2380",), is_learner=True, id=4))
+    assert isinstance(added, MemberAddResponse)
+    assert added.member == MemberInfo(4, "", ("http://m4:2380",), (), True)
+    assert [m.id for m in added.members] == [1, 2, 3, 4]
+    # the new member starts empty, learns the whole log (bootstrap included) from the leader
+    peers.members[4] = peers.start(4, join=True)
+    peers.tick(2)
+    assert peers.value(4) == [b"before"]
+    assert peers.members[4].members() == peers.members[1].members()
+    assert not peers.members[4].raw.raft.promotable()
+    # only one learner at a time; a voter cannot be promoted; unknown ids are not found
+    assert add(peers, 1, MemberAddRequest(("http://m5:2380",), is_learner=True, id=5)) == EtcdError(
+        errors.TOO_MANY_LEARNERS)
+    assert add(peers, 1, MemberPromoteRequest(2)) == EtcdError(errors.MEMBER_NOT_LEARNER)
+    assert add(peers, 1, MemberRemoveRequest(77)) == EtcdError(errors.MEMBER_NOT_FOUND)
+    assert add(peers, 1, MemberAddRequest(("http://m1:2380",), id=6)) == EtcdError(errors.PEER_URL_EXIST)
+    promoted = add(peers, 1, MemberPromoteRequest(4))
+    assert isinstance(promoted, MemberChangeResponse)
+    assert all(peers.members[i].raw.conf_state() == ConfState(voters=(1, 2, 3, 4)) for i in (1, 2, 3, 4))
+    removed = add(peers, 3, MemberRemoveRequest(2))
+    assert isinstance(removed, MemberChangeResponse)
+    assert [m.id for m in removed.members] == [1, 3, 4]
+    assert peers.members[2].removed and not peers.members[1].removed
+    assert add(peers, 1, MemberAddRequest(("http://m9:2380",), id=2)) == EtcdError(errors.MEMBER_EXIST)
+    # the list survives a restart
+    peers.members[3] = peers.start(3)
+    assert [m.id for m in peers.members[3].members()] == [1, 3, 4]
+
+
+def test_strict_reconfig_check_refuses_changes_without_a_started_quorum() -> None:
+    peers = elected()
+    # started = has a name (the initial members have theirs; added ones publish later):
+    # 3 started of 4 and then of 5 voters are a quorum; of 6 they are not
+    assert isinstance(add(peers, 1, MemberAddRequest(("http://m4:2380",), id=4)), MemberAddResponse)
+    assert isinstance(add(peers, 1, MemberAddRequest(("http://m5:2380",), id=5)), MemberAddResponse)
+    assert add(peers, 1, MemberAddRequest(("http://m6:2380",), id=6)) == EtcdError(errors.MEMBER_NOT_ENOUGH_STARTED)
+    relaxed = elected(strict_reconfig_check=False)
+    assert isinstance(add(relaxed, 1, MemberAddRequest(("http://m4:2380",), id=4)), MemberAddResponse)
+
+
+def test_publish_sets_a_members_name_and_client_urls_on_every_member() -> None:
+    peers = elected()
+    assert add(peers, 2, MemberPublishRequest(2, "two", ("http://127.0.0.1:2379",))) == MemberPublishResponse()
+    for i in peers.ids:
+        (two,) = [m for m in peers.members[i].members() if m.id == 2]
+        assert (two.name, two.client_urls) == ("two", ("http://127.0.0.1:2379",))
+
+
+def test_the_member_list_travels_with_a_snapshot() -> None:
+    peers = elected(snapshot_count=3, catch_up_entries=0)
+    add(peers, 1, MemberPublishRequest(1, "one", ("http://c1",)))
+    for n in range(6):
+        peers.members[1].submit(n, PutRequest(b"k", b"v%d" % n), 0)
+        peers.run(cut=frozenset({3}))
+    add(peers, 1, MemberPublishRequest(2, "two", ("http://c2",)))
+    peers.members[1].tick(peers.now, 0)
+    peers.run()
+    assert peers.snapshots_sent >= 1
+    assert peers.members[3].members() == peers.members[1].members()
