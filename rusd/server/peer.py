@@ -40,7 +40,7 @@ import grpc
 
 from rusd.api.rusdraftpb import raft_pb2 as pb
 from rusd.api.rusdraftpb import raft_pb2_grpc as pb_grpc
-from rusd.core.raft.types import Message, MessageType
+from rusd.core.raft.types import LOCAL_MESSAGES, Message, MessageType
 from rusd.server.peer_convert import PeerDecodeError, message_from_pb, message_to_pb
 
 log = logging.getLogger("rusd.peer")
@@ -410,6 +410,8 @@ class _Servicer(pb_grpc.RaftServicer):
             m = message_from_pb(p)
         except PeerDecodeError as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if m.type in LOCAL_MESSAGES:  # RawNode.step refuses these: never let a peer inject one
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{m.type.value} is local to a member")
         if m.to != self.t.member_id:
             await _abort(
                 context,

@@ -12,7 +12,7 @@ import pytest
 from rusd.api.rusdraftpb import raft_pb2 as pb
 from rusd.api.rusdraftpb import raft_pb2_grpc as pb_grpc
 from rusd.core.raft.types import Message, MessageType
-from rusd.server.peer import CLUSTER_MISMATCH, MD_CLUSTER, MD_FROM, MD_TO, PeerTransport
+from rusd.server.peer import CLUSTER_MISMATCH, MD_ACCEPTED, MD_CLUSTER, MD_FROM, MD_TO, PeerTransport
 from rusd.server.peer_convert import message_to_pb
 from tests.peer.harness import Node, app, cluster, connected, stop_all, url, wait_for
 from tests.servers import free_port
@@ -228,6 +228,12 @@ def test_calls_for_another_member_are_refused(tmp_path: Path) -> None:
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await call
                 assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+                # A message that only a member's own driver may step (MsgHup: start an election).
+                call = stub.Send(metadata=((MD_CLUSTER, "c1"), (MD_FROM, "2"), (MD_TO, "1")))
+                await call.write(pb.MessageBatch(messages=[message_to_pb(Message(MessageType.HUP, to=1, from_=2))]))
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call
+                assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
                 # A message type the core does not know.
                 call = stub.Send(metadata=((MD_CLUSTER, "c1"), (MD_FROM, "2"), (MD_TO, "1")))
                 await call.write(pb.MessageBatch(messages=[pb.Message(type=99, to=1)]))  # type: ignore[arg-type]
@@ -266,3 +272,37 @@ def _ignore(_: object) -> None:
 
 async def _nothing(_m: Message, _p: Path) -> None:
     return None
+
+
+class _Stalled(pb_grpc.RaftServicer):
+    """A peer that accepts the stream and then never reads (as a SIGSTOPped process)."""
+
+    async def Send(self, request_iterator: object, context: grpc.aio.ServicerContext) -> pb.SendResponse:  # type: ignore[type-arg]
+        await context.send_initial_metadata(((MD_ACCEPTED, "1"),))
+        await asyncio.Event().wait()
+        return pb.SendResponse()
+
+
+def test_a_peer_that_stops_reading_fills_the_queue_and_is_reported(tmp_path: Path) -> None:
+    async def run() -> None:
+        port = free_port()
+        server = grpc.aio.server()
+        pb_grpc.add_RaftServicer_to_server(_Stalled(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        (a,) = nodes = await cluster(tmp_path, 1, queue_size=4)
+        try:
+            a.t.update_peers({2: url(port)})
+            await wait_for(lambda: 2 in a.t.active(), "stream to the stalled peer accepted")
+            before = len(a.unreachable)
+
+            def resend() -> None:  # 1 MiB messages: the HTTP/2 window fills, then the queue
+                a.t.send([app(2, 1, 1, payload=b"z" * (1 << 20))])
+
+            await wait_for(lambda: len(a.unreachable) > before, "the stalled peer reported", tick=resend)
+            assert a.unreachable[before:] == [2] * (len(a.unreachable) - before)
+        finally:
+            await stop_all(nodes)
+            await server.stop(None)
+
+    asyncio.run(run())
