@@ -405,20 +405,26 @@ class _Servicer(pb_grpc.RaftServicer):
                 f"member ID mismatch: sent to {md.get(MD_TO)}, this is {t.member_id:x}",
             )
 
-    async def _decode(self, context: grpc.aio.ServicerContext[Any, Any], p: pb.Message) -> Message:
+    def _refusal(self, p: pb.Message) -> tuple[grpc.StatusCode, str] | Message:
+        """The message, or why it is refused (a plain function: it runs for every message)."""
         try:
             m = message_from_pb(p)
         except PeerDecodeError as exc:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         if m.type in LOCAL_MESSAGES:  # RawNode.step refuses these: never let a peer inject one
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{m.type.value} is local to a member")
+            return grpc.StatusCode.INVALID_ARGUMENT, f"{m.type.value} is local to a member"
         if m.to != self.t.member_id:
-            await _abort(
-                context,
+            return (
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"member ID mismatch: message to {m.to:x}, this is {self.t.member_id:x}",
             )
         return m
+
+    async def _decode(self, context: grpc.aio.ServicerContext[Any, Any], p: pb.Message) -> Message:
+        got = self._refusal(p)
+        if not isinstance(got, Message):
+            await _abort(context, *got)
+        return got
 
     async def Send(
         self, request_iterator: AsyncIterator[pb.MessageBatch], context: grpc.aio.ServicerContext[Any, Any]
@@ -428,8 +434,14 @@ class _Servicer(pb_grpc.RaftServicer):
         async for batch in request_iterator:
             if self.t._closed:
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, "the peer transport is closed")
-            messages = [await self._decode(context, p) for p in batch.messages]
-            self.t.on_messages(messages)
+            messages: list[Message] = []
+            for p in batch.messages:
+                got = self._refusal(p)
+                if not isinstance(got, Message):
+                    await _abort(context, *got)
+                messages.append(got)
+            if messages:
+                self.t.on_messages(messages)
         return pb.SendResponse()
 
     async def SendSnapshot(
