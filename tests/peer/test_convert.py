@@ -100,3 +100,10 @@ def test_message_type_numbers_follow_etcd_raftpb() -> None:
 def test_unknown_enum_values_are_decode_errors(bad: pb.Message) -> None:
     with pytest.raises(PeerDecodeError, match="unknown"):
         message_from_pb(bad)
+
+
+def test_the_raft_service_streams() -> None:
+    service = pb.DESCRIPTOR.services_by_name["Raft"]
+    assert service.full_name == "rusdraftpb.Raft"
+    got = {m.name: (m.client_streaming, m.server_streaming, m.input_type.name) for m in service.methods}
+    assert got == {"Send": (True, False, "MessageBatch"), "SendSnapshot": (True, False, "SnapshotChunk")}
