@@ -35,6 +35,7 @@ with a StorageError (it takes a 128-bit hash collision).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -62,6 +63,7 @@ _DATA_FILE: Final = "data.mdb"
 _LOCK_FILE: Final = "lock.mdb"
 _INIT_DIR: Final = ".rusd-init"
 _DEFRAG_DIR: Final = ".rusd-defrag"
+_INSTALL_DIR: Final = ".rusd-install"
 
 # -- key encoding ---------------------------------------------------------------------
 
@@ -681,6 +683,8 @@ class LmdbStore:
         self.readonly = readonly
         self._max_readers = max_readers
         self._h = _open(self.path, map_size, readonly, max_readers)
+        if not readonly:  # what a crash in install_image left behind, never live data
+            shutil.rmtree(os.path.join(self.path, _INSTALL_DIR), ignore_errors=True)
         self._batch: LmdbBatch | None = None
         self._closed = False
 
@@ -730,6 +734,120 @@ class LmdbStore:
         _fsync(self.path)
         shutil.rmtree(scratch, ignore_errors=True)
         self._h = _open(self.path, self.map_size, self.readonly, self._max_readers)
+
+    def write_image(self, path: str | os.PathLike[str], view: LmdbView | None = None) -> int:
+        """Write a compacted copy of the whole store to the file `path`; return its size.
+
+        The copy is the store as `view` sees it (default: the last commit), so the caller
+        knows exactly what it holds (e.g. the applied index of a Raft snapshot). It runs
+        in a read transaction: the writer keeps committing meanwhile (LMDB readers never
+        block it); only the pages of that snapshot stay pinned until the copy is done.
+        Call it off the event loop (it reads the whole store). The copy goes to
+        `path`.tmp, is fsynced and renamed, so `path` is either whole or absent. An image
+        is a valid data file: as data.mdb in an empty directory it opens as a store.
+        """
+        self._check_open()
+        dest = os.fspath(path)
+        tmp = dest + ".tmp"
+        own = view is None
+        src = self.snapshot() if view is None else view
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                self._h.env.copyfd(fd, compact=True, txn=src._txn)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, dest)
+            _fsync(os.path.dirname(os.path.abspath(dest)))
+            return os.path.getsize(dest)
+        except lmdb.Error as exc:
+            raise StorageError(f"{self.path}: cannot write an image: {_lmdb_reason(exc, self.path)}") from None
+        except OSError as exc:
+            raise StorageError(f"{dest}: cannot write an image: {exc.strerror or exc}") from None
+        finally:
+            if own:
+                src.close()
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def install_image(self, image: str | os.PathLike[str], *, log_after: int, keep_meta: Sequence[bytes] = ()) -> None:
+        """Replace the whole store with an image (a received Raft snapshot), crash-safely.
+
+        The image file is consumed. On disk:
+
+        1. ``<store>/.rusd-install/`` is emptied and the image moved into it as data.mdb
+           (a rename; a copy if it is on another file system);
+        2. it is opened and validated like any store (whole, ours, this format): a
+           truncated or foreign image raises StorageError here and is deleted, the
+           live store untouched;
+        3. in one fsynced write transaction on the staged copy: the meta records named
+           in `keep_meta` get this store's values (or are deleted if it has none) -
+           records that belong to this member, not to the sender (identity, Raft hard
+           state) - and the log is emptied to continue at `log_after` + 1;
+        4. the live environment is closed, the staged file renamed over data.mdb, the
+           directory fsynced, the scratch directory removed, the store reopened.
+
+        A crash before the rename of step 4 leaves the old store (the scratch directory
+        is removed at the next open); a crash after it leaves the new one, complete.
+        Needs no open batch; views opened before become unusable.
+        """
+        self._check_open()
+        if self._batch is not None:
+            raise RuntimeError("install_image: a batch is open")
+        if log_after < 0:
+            raise ValueError(f"log_after must be >= 0, not {log_after}")
+        for name in keep_meta:
+            if len(name) > _MAX_META_NAME:
+                raise ValueError(f"meta name too long ({len(name)} bytes)")
+        scratch = os.path.join(self.path, _INSTALL_DIR)
+        staged = os.path.join(scratch, _DATA_FILE)
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.mkdir(scratch)
+        try:
+            try:
+                os.replace(image, staged)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.copyfile(image, staged)
+                os.unlink(image)
+            kept = self._meta_values(keep_meta)
+            handles = _open(scratch, self.map_size, False, self._max_readers)
+            try:
+                self._prepare_image(handles, scratch, kept, log_after)
+            finally:
+                handles.env.close()
+            _fsync(staged)
+        except StorageError as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise StorageError(f"snapshot image: {exc}") from None
+        except OSError as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise StorageError(f"{self.path}: cannot install an image: {exc.strerror or exc}") from None
+        self._h.env.close()
+        os.replace(staged, os.path.join(self.path, _DATA_FILE))
+        _fsync(self.path)
+        shutil.rmtree(scratch, ignore_errors=True)
+        self._h = _open(self.path, self.map_size, self.readonly, self._max_readers)
+
+    def _meta_values(self, names: Sequence[bytes]) -> dict[bytes, bytes | None]:
+        with self.snapshot() as view:
+            return {name: view.get_meta(name) for name in names}
+
+    @staticmethod
+    def _prepare_image(h: _Handles, path: str, kept: dict[bytes, bytes | None], log_after: int) -> None:
+        try:
+            with h.env.begin(write=True) as txn:
+                for name, value in kept.items():
+                    if value is None:
+                        txn.delete(_USER + name, db=h.meta)
+                    else:
+                        txn.put(_USER + name, value, db=h.meta)
+                txn.drop(h.log, delete=False)
+                txn.put(_LOG_FIRST_KEY, _U64.pack(log_after + 1), db=h.meta)
+        except lmdb.Error as exc:
+            raise StorageError(f"{path}: {_lmdb_reason(exc, path)}") from None
 
     def close(self) -> None:
         """Close the environment (aborting an open batch); idempotent.

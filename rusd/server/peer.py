@@ -1,0 +1,505 @@
+"""Peer transport: Raft messages between members over grpc.aio (proto/rusdraftpb/raft.proto).
+
+Shaped after etcd's rafthttp, on one gRPC service instead of HTTP streams and pipelines:
+
+- one long-lived client stream per peer (`Raft.Send`); `send()` never blocks: it
+  queues per peer and the peer's task writes everything queued as one MessageBatch
+  (split only to keep a write near `batch_bytes`), so messages to one peer arrive
+  in order and a burst costs one write;
+- a bounded queue per peer: when it is full, or the stream is down, messages are
+  dropped and the peer is reported unreachable (Raft retries; etcd drops likewise);
+- a broken or refused stream is re-opened with capped exponential backoff;
+- snapshots go on their own call (`Raft.SendSnapshot`): the MsgSnap, then the image
+  file in chunks, then its SHA-256, so an image of any size streams in bounded memory;
+  the receiver stores it in `snapshot_dir`, fsyncs it and hands it on;
+- every call carries the sender's cluster id and the addressee's member id; the
+  receiver refuses a call from another cluster ("cluster ID mismatch", as etcd does)
+  or meant for another member.
+
+All methods must be called on the event loop's thread; the callbacks run on it too.
+Serve the servicer on its own server (etcd's --listen-peer-urls) created with
+PEER_SERVER_OPTIONS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import IO, Any, NoReturn
+from urllib.parse import urlsplit
+
+import grpc
+
+from rusd.api.rusdraftpb import raft_pb2 as pb
+from rusd.api.rusdraftpb import raft_pb2_grpc as pb_grpc
+from rusd.core.raft.types import LOCAL_MESSAGES, Message, MessageType
+from rusd.server.peer_convert import PeerDecodeError, message_from_pb, message_to_pb
+
+log = logging.getLogger("rusd.peer")
+
+MD_CLUSTER = "rusd-cluster-id"
+MD_FROM = "rusd-from"
+MD_TO = "rusd-to"
+MD_ACCEPTED = "rusd-accepted"  # the receiver's initial metadata: the stream passed its checks
+
+CLUSTER_MISMATCH = "cluster ID mismatch"
+
+# Options for the grpc.aio server that serves peers: Raft messages (and the first
+# snapshot chunk) may be far larger than gRPC's 4 MiB default, and the senders'
+# keepalive pings must not be punished as abuse.
+PEER_SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+_PART = ".part"  # suffix of a snapshot image still being received
+
+
+def _channel_options(backoff_initial: float, backoff_max: float) -> list[tuple[str, Any]]:
+    """gRPC's own reconnect backoff must not outlast ours (its default cap is 2 minutes)."""
+    return [
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.initial_reconnect_backoff_ms", int(backoff_initial * 1000)),
+        ("grpc.min_reconnect_backoff_ms", int(backoff_initial * 1000)),
+        ("grpc.max_reconnect_backoff_ms", int(backoff_max * 1000)),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def peer_target(url: str, secure: bool) -> str:
+    """'http://127.0.0.1:2380' -> '127.0.0.1:2380' (a gRPC target)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+        raise ValueError(f"peer URL {url!r}: want http(s)://host:port")
+    if parts.scheme == "https" and not secure:
+        raise ValueError(f"peer URL {url!r}: https needs channel credentials")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}"
+
+
+class _State(enum.Enum):
+    CONNECTING = "connecting"  # a stream is being opened: queue
+    ACTIVE = "active"  # the receiver accepted the stream: queue and write
+    DOWN = "down"  # waiting to retry: drop and report unreachable
+
+
+class _Peer:
+    """The stream to one peer: its queue, its writer task, its channel."""
+
+    def __init__(self, transport: PeerTransport, peer_id: int, url: str) -> None:
+        self.t = transport
+        self.id = peer_id
+        self.url = url
+        target = peer_target(url, transport.credentials is not None)
+        options = _channel_options(transport.backoff_initial, transport.backoff_max)
+        if transport.credentials is None:
+            self.channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            self.channel = grpc.aio.secure_channel(target, transport.credentials, options=options)
+        self.stub = pb_grpc.RaftStub(self.channel)
+        self.queue: collections.deque[Message] = collections.deque()
+        self.wake = asyncio.Event()
+        self.state = _State.CONNECTING
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-{peer_id:x}")
+
+    def offer(self, messages: list[Message]) -> bool:
+        """Queue what fits; False if anything was dropped."""
+        if self.state is _State.DOWN:
+            return False
+        room = self.t.queue_size - len(self.queue)
+        self.queue.extend(messages[:room] if room < len(messages) else messages)
+        self.wake.set()
+        return room >= len(messages)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.t.call_metadata(self.id)
+
+    async def _run(self) -> None:
+        delay = self.t.backoff_initial
+        was_active = True  # log the first failure
+        while True:
+            self.state = _State.CONNECTING
+            call = self.stub.Send(metadata=self.metadata())
+            try:
+                await self._handshake(call)
+                if not was_active:
+                    log.info("peer %x: stream to %s is up", self.id, self.url)
+                self.state = _State.ACTIVE
+                was_active = True
+                delay = self.t.backoff_initial
+                await self._pump(call)
+            except grpc.aio.AioRpcError as exc:
+                if was_active or exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
+                    code, details = exc.code().name, exc.details()
+                    log.warning("peer %x: stream to %s failed: %s: %s", self.id, self.url, code, details)
+            except asyncio.InvalidStateError:  # written after the call ended
+                if was_active:
+                    log.warning("peer %x: stream to %s ended", self.id, self.url)
+            except Exception:
+                log.exception("peer %x: stream to %s failed", self.id, self.url)
+            finally:
+                call.cancel()
+            was_active = False
+            self.state = _State.DOWN
+            self.queue.clear()
+            self.t.on_unreachable(self.id)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.t.backoff_max)
+
+    async def _handshake(self, call: Any) -> None:
+        """Wait until the receiver accepted the stream (or raise its refusal)."""
+        md = await call.initial_metadata()
+        if md is None or not any(k == MD_ACCEPTED for k, _ in md):
+            await call  # raises the refusal (or the connection error)
+            raise asyncio.InvalidStateError("the peer closed the stream")
+
+    async def _pump(self, call: Any) -> None:
+        call.add_done_callback(lambda _c: self.wake.set())
+        queue = self.queue
+        limit = self.t.batch_bytes
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if call.done():
+                await call
+                raise asyncio.InvalidStateError("the peer closed the stream")
+            while queue:
+                batch = pb.MessageBatch()
+                out = batch.messages
+                size = 0
+                while queue and (size < limit or not out):
+                    m = queue.popleft()
+                    out.append(message_to_pb(m))
+                    size += 64 + sum(len(e.data) for e in m.entries)
+                await call.write(batch)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.channel.close(None)
+
+
+class PeerTransport:
+    """Sends this member's Raft messages to its peers and receives theirs.
+
+    Construct it on the running event loop: it opens the streams to `peers` at once.
+
+    - `on_messages(messages)`: a received batch, every message addressed to this member;
+    - `on_snapshot(message, path)`: a received MsgSnap and its image, complete and
+      fsynced at `path` in `snapshot_dir`; the callee owns the file from then on (moves
+      or deletes it). The sender is answered once the callback returns; if it raises,
+      the sender is told the transfer failed and the file is removed;
+    - `on_unreachable(peer_id)`: a message to that peer was dropped (stream down or
+      queue full); the driver calls RawNode.report_unreachable.
+    """
+
+    def __init__(
+        self,
+        member_id: int,
+        cluster_id: int,
+        peers: dict[int, str],
+        on_messages: Callable[[list[Message]], None],
+        on_snapshot: Callable[[Message, Path], Awaitable[None]],
+        on_unreachable: Callable[[int], None],
+        *,
+        snapshot_dir: str | os.PathLike[str],
+        credentials: grpc.ChannelCredentials | None = None,
+        queue_size: int = 4096,
+        batch_bytes: int = 4 << 20,
+        chunk_size: int = 1 << 20,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 1.0,
+    ) -> None:
+        if queue_size <= 0 or batch_bytes <= 0 or chunk_size <= 0:
+            raise ValueError("queue_size, batch_bytes and chunk_size must be positive")
+        if not 0 < backoff_initial <= backoff_max:
+            raise ValueError("want 0 < backoff_initial <= backoff_max")
+        self.member_id = member_id
+        self.cluster_id = cluster_id
+        self.on_messages = on_messages
+        self.on_snapshot = on_snapshot
+        self.on_unreachable = on_unreachable
+        self.snapshot_dir = Path(snapshot_dir)
+        self.credentials = credentials
+        self.queue_size = queue_size
+        self.batch_bytes = batch_bytes
+        self.chunk_size = chunk_size
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._peers: dict[int, _Peer] = {}
+        self._closed = False
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.snapshot_dir.glob(f"*{_PART}"):  # a receive cut short by a crash
+            stale.unlink()
+        self._closing: set[asyncio.Task[None]] = set()
+        self.update_peers(peers)
+
+    # -- sending ------------------------------------------------------------------------
+
+    def update_peers(self, peers: dict[int, str]) -> None:
+        """Make the set of peers exactly `peers` (this member's own id is ignored)."""
+        self._check_open()
+        wanted = {pid: url for pid, url in peers.items() if pid != self.member_id}
+        for url in wanted.values():
+            peer_target(url, self.credentials is not None)
+        for pid in sorted(self._peers):
+            peer = self._peers[pid]
+            if wanted.get(pid) != peer.url:
+                del self._peers[pid]
+                task = asyncio.get_running_loop().create_task(peer.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        for pid in sorted(wanted):
+            if pid not in self._peers:
+                self._peers[pid] = _Peer(self, pid, wanted[pid])
+
+    def peers(self) -> dict[int, str]:
+        return {pid: p.url for pid, p in self._peers.items()}
+
+    def active(self) -> set[int]:
+        """The peers whose stream is open and accepted (etcd's "active" peers)."""
+        return {pid for pid, p in self._peers.items() if p.state is _State.ACTIVE}
+
+    def send(self, messages: Iterable[Message]) -> None:
+        """Queue messages for their peers; never blocks. MsgSnap goes via send_snapshot."""
+        self._check_open()
+        by_peer: dict[int, list[Message]] = {}
+        for m in messages:
+            if m.type is MessageType.SNAP:
+                raise ValueError("MsgSnap needs its image: use send_snapshot")
+            by_peer.setdefault(m.to, []).append(m)
+        for pid, msgs in by_peer.items():
+            peer = self._peers.get(pid)
+            if peer is None:
+                log.debug("dropped %d message(s) to unknown peer %x", len(msgs), pid)
+                continue
+            if not peer.offer(msgs):
+                self.on_unreachable(pid)
+
+    async def send_snapshot(self, message: Message, image: str | os.PathLike[str]) -> bool:
+        """Stream a MsgSnap and its image file to message.to; True once the peer took it.
+
+        On False (peer unknown or unreachable, file unreadable, receiver refused) the
+        peer is also reported unreachable; either way the driver reports the outcome
+        with RawNode.report_snapshot.
+        """
+        self._check_open()
+        if message.type is not MessageType.SNAP or message.snapshot is None:
+            raise ValueError("send_snapshot needs a MsgSnap carrying a snapshot")
+        peer = self._peers.get(message.to)
+        if peer is None:
+            log.warning("snapshot to unknown peer %x not sent", message.to)
+            return False
+        try:
+            f = await asyncio.to_thread(open, image, "rb")
+        except OSError as exc:
+            log.warning("snapshot to peer %x not sent: %s", message.to, exc)
+            return False
+        try:
+            await peer.stub.SendSnapshot(self._snapshot_chunks(message, f), metadata=peer.metadata())
+        except grpc.aio.AioRpcError as exc:
+            log.warning("snapshot to peer %x failed: %s: %s", message.to, exc.code().name, exc.details())
+        else:
+            log.info("snapshot at index %d sent to peer %x", message.snapshot.metadata.index, message.to)
+            return True
+        self.on_unreachable(message.to)
+        return False
+
+    async def _snapshot_chunks(self, message: Message, f: IO[bytes]) -> AsyncIterator[pb.SnapshotChunk]:
+        try:
+            size = await asyncio.to_thread(os.fstat, f.fileno())
+            yield pb.SnapshotChunk(message=message_to_pb(message), image_size=size.st_size)
+            digest = hashlib.sha256()
+            while True:
+                data = await asyncio.to_thread(_read_hashed, f, self.chunk_size, digest)
+                if not data:
+                    break
+                yield pb.SnapshotChunk(data=data)
+            yield pb.SnapshotChunk(sha256=digest.digest())
+        finally:
+            f.close()
+
+    def call_metadata(self, to: int) -> tuple[tuple[str, str], ...]:
+        return ((MD_CLUSTER, f"{self.cluster_id:x}"), (MD_FROM, f"{self.member_id:x}"), (MD_TO, f"{to:x}"))
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def add_servicer(self, server: grpc.aio.Server) -> None:
+        """Serve the Raft service on `server` (create it with PEER_SERVER_OPTIONS)."""
+        pb_grpc.add_RaftServicer_to_server(_Servicer(self), server)
+
+    async def close(self) -> None:
+        """Stop every stream; calls received afterwards are refused."""
+        if self._closed:
+            return
+        self._closed = True
+        peers = list(self._peers.values())
+        self._peers.clear()
+        for peer in peers:
+            await peer.close()
+        if self._closing:
+            await asyncio.wait(self._closing)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the peer transport is closed")
+
+
+def _read_hashed(f: IO[bytes], n: int, digest: Any) -> bytes:
+    data = f.read(n)
+    digest.update(data)
+    return data
+
+
+def _write_hashed(f: IO[bytes], data: bytes, digest: Any) -> None:
+    f.write(data)
+    digest.update(data)
+
+
+def _finish_file(f: IO[bytes], part: Path, final: Path) -> None:
+    """Make a received image durable under its final name."""
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.rename(part, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Servicer(pb_grpc.RaftServicer):
+    def __init__(self, transport: PeerTransport) -> None:
+        self.t = transport
+
+    async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Refuse calls from another cluster or meant for another member."""
+        t = self.t
+        md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        if t._closed:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the peer transport is closed")
+        if md.get(MD_CLUSTER) != f"{t.cluster_id:x}":
+            log.warning("refused a stream from peer %s: cluster ID mismatch (%s)", md.get(MD_FROM), md.get(MD_CLUSTER))
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_MISMATCH)
+        if md.get(MD_TO) != f"{t.member_id:x}":
+            await _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"member ID mismatch: sent to {md.get(MD_TO)}, this is {t.member_id:x}",
+            )
+
+    def _refusal(self, p: pb.Message) -> tuple[grpc.StatusCode, str] | Message:
+        """The message, or why it is refused (a plain function: it runs for every message)."""
+        try:
+            m = message_from_pb(p)
+        except PeerDecodeError as exc:
+            return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        if m.type in LOCAL_MESSAGES:  # RawNode.step refuses these: never let a peer inject one
+            return grpc.StatusCode.INVALID_ARGUMENT, f"{m.type.value} is local to a member"
+        if m.to != self.t.member_id:
+            return (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"member ID mismatch: message to {m.to:x}, this is {self.t.member_id:x}",
+            )
+        return m
+
+    async def _decode(self, context: grpc.aio.ServicerContext[Any, Any], p: pb.Message) -> Message:
+        got = self._refusal(p)
+        if not isinstance(got, Message):
+            await _abort(context, *got)
+        return got
+
+    async def Send(
+        self, request_iterator: AsyncIterator[pb.MessageBatch], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.SendResponse:
+        await self._check(context)
+        await context.send_initial_metadata(((MD_ACCEPTED, "1"),))
+        async for batch in request_iterator:
+            if self.t._closed:
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, "the peer transport is closed")
+            messages: list[Message] = []
+            for p in batch.messages:
+                got = self._refusal(p)
+                if not isinstance(got, Message):
+                    await _abort(context, *got)
+                messages.append(got)
+            if messages:
+                self.t.on_messages(messages)
+        return pb.SendResponse()
+
+    async def SendSnapshot(
+        self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.SnapshotResponse:
+        await self._check(context)
+        chunks = aiter(request_iterator)
+        first = await anext(chunks, None)
+        if first is None or not first.HasField("message"):
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a snapshot stream starts with its MsgSnap")
+        message = await self._decode(context, first.message)
+        if message.type is not MessageType.SNAP or message.snapshot is None:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"expected MsgSnap, got {message.type.value}")
+        index = message.snapshot.metadata.index
+        fd, name = tempfile.mkstemp(dir=self.t.snapshot_dir, prefix=f"{index:016x}-", suffix=f".snap{_PART}")
+        part = Path(name)
+        final = part.with_name(part.name[: -len(_PART)])
+        f = os.fdopen(fd, "wb")
+        handed_on = False
+        try:
+            digest = hashlib.sha256()
+            received = 0
+            checksum = b""
+            if first.data:
+                await asyncio.to_thread(_write_hashed, f, first.data, digest)
+                received += len(first.data)
+            async for chunk in chunks:
+                if checksum:
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "snapshot data after its checksum")
+                if chunk.data:
+                    await asyncio.to_thread(_write_hashed, f, chunk.data, digest)
+                    received += len(chunk.data)
+                checksum = chunk.sha256
+            if received != first.image_size or checksum != digest.digest():
+                await _abort(
+                    context,
+                    grpc.StatusCode.DATA_LOSS,
+                    f"snapshot image damaged: {received} of {first.image_size} bytes, "
+                    f"checksum {'matches' if checksum == digest.digest() else 'differs'}",
+                )
+            await asyncio.to_thread(_finish_file, f, part, final)
+            log.info("received snapshot at index %d (%d bytes) from peer %x", index, received, message.from_)
+            handed_on = True
+            try:
+                await self.t.on_snapshot(message, final)
+            except Exception as exc:
+                log.exception("installing the snapshot from peer %x failed", message.from_)
+                with contextlib.suppress(FileNotFoundError):
+                    final.unlink()
+                await _abort(context, grpc.StatusCode.INTERNAL, f"snapshot not installed: {exc}")
+        finally:
+            if not handed_on:
+                f.close()
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+        return pb.SnapshotResponse()
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> NoReturn:
+    await context.abort(code, details)
+    raise AssertionError("unreachable")
