@@ -194,6 +194,9 @@ class MemberStatus:
     last_index: int
     applied_index: int
     alarms: tuple[AlarmMember, ...]
+    leader: int = 0
+    members: tuple[MemberInfo, ...] = ()
+    is_learner: bool = False
 
 
 @dataclass
@@ -456,7 +459,18 @@ class Member:
 
     def status(self) -> MemberStatus:
         """Call after `advance`: then every proposal so far is persisted."""
-        return MemberStatus(self.term, self.last_index, self.applied_index, self.alarms)
+        conf = self.raw.conf_state()
+        return MemberStatus(
+            self.term, self.last_index, self.applied_index, self.alarms, self.leader, self.members(),
+            self.member_id in conf.learners,
+        )
+
+    @property
+    def alone(self) -> bool:
+        """The only voter and no learners: always the leader, so every local read is
+        linearizable without a ReadIndex round."""
+        conf = self.raw.conf_state()
+        return conf.voters == (self.member_id,) and not conf.learners
 
     @property
     def applied_index(self) -> int:

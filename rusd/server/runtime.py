@@ -9,23 +9,34 @@ Threads and why:
   applies the committed ones in the same LMDB transaction and commits it with one
   fsync (group commit), then hands the answers and a fresh snapshot to the loop.
   The fsync releases the GIL, so the loop keeps accepting requests during it.
+
+In a cluster the writer also steps the peers' Raft messages (posted by the peer
+transport on the loop thread), sends each turn's messages only once the turn is
+durable, installs snapshot images received from the leader, and serves linearizable
+reads once Raft's ReadIndex confirmed them (a member alone in its cluster is always
+the leader and serves them from its snapshot at once, as before).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rusd.core import errors
+from rusd.core.cluster import MemberInfo
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc.types import Event, RangeRequest, TxnRequest
 from rusd.core.node import (
     LOCAL_REQUESTS,
+    META_HARD_STATE,
     LocalRequest,
     Member,
     MemberConfig,
@@ -35,14 +46,69 @@ from rusd.core.node import (
     serve_read,
     unapplied_entries,
 )
+from rusd.core.raft import Message, MessageType, RaftError
+from rusd.server.peer import PeerTransport
 from rusd.storage.lmdb import LmdbStore, LmdbView
 
 log = logging.getLogger("rusd.runtime")
 
 
+class RemovedError(Exception):
+    """This member was removed from the cluster: it stops, as etcd's does."""
+
+
+# The member's identity record (written at bootstrap); it stays when a leader's image
+# replaces the store, as does Raft's hard state.
+META_IDENTITY = b"identity"
+
+
 @dataclass(frozen=True, slots=True)
 class _Defragment:
     """A barrier in the writer's inbox: rewrite the file between two batches."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """A linearizable read waiting for Raft's ReadIndex."""
+
+    req: RangeRequest | TxnRequest
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """Raft messages from peers."""
+
+    messages: list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """The transport could not reach `to` (snapshot_failed None), or a snapshot sent to
+    it arrived (False) or did not (True)."""
+
+    to: int
+    snapshot_failed: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Transfer:
+    """MoveLeader: hand leadership to `to`."""
+
+    to: int
+
+
+_Item = WriteRequest | LocalRequest | _Defragment | _Read | _Step | _Report | _Transfer
+
+
+def is_serializable(req: RangeRequest | TxnRequest) -> bool:
+    """Served from local state without a ReadIndex: a serializable range, or a txn whose
+    ranges are all serializable (etcd's isTxnSerializable)."""
+    if isinstance(req, RangeRequest):
+        return req.serializable
+    ops = [*req.success, *req.failure]
+    return all(isinstance(op, RangeRequest) and op.serializable for op in ops if op is not None) and all(
+        not isinstance(op, TxnRequest) for op in ops
+    )
 
 
 class Runtime:
@@ -55,6 +121,8 @@ class Runtime:
         max_request_bytes: int = 1572864,
         clock: Callable[[], float] = time.monotonic,
         tick_interval: float = 0.1,
+        initial_cluster: tuple[MemberInfo, ...] = (),
+        join: bool = False,
     ) -> None:
         self.store = store
         self.config = config
@@ -63,7 +131,17 @@ class Runtime:
         self._tick_interval = tick_interval
         view = store.snapshot()
         replay = unapplied_entries(view, view)
-        self.member = Member(config, view, replay, clock(), unix_ms=time.time_ns() // 1_000_000)
+        self.member = Member(
+            config, view, replay, clock(), unix_ms=time.time_ns() // 1_000_000, rng=random.Random(),
+            initial_cluster=initial_cluster, join=join,
+        )
+        # Raft messages of durable turns go out through this (None: a member alone).
+        self.transport: PeerTransport | None = None
+        self.snapshot_dir = os.path.join(os.path.dirname(store.path), "snap")
+        self._reads: dict[int, RangeRequest | TxnRequest] = {}
+        self._snapshot_files: list[str] = []
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.alone = self.member.alone
         self._revision = mvcc.current_revision(view)
         self._size = view.size()
         self._view: LmdbView | None = view
@@ -71,7 +149,7 @@ class Runtime:
         self.status: MemberStatus = self.member.status()
         self._view_changed = asyncio.Event()
         self._cond = threading.Condition()
-        self._inbox: list[tuple[int, WriteRequest | LocalRequest | _Defragment]] = []
+        self._inbox: list[tuple[int, _Item]] = []
         self._stopping = False
         self._failed: BaseException | None = None
         self._futures: dict[int, asyncio.Future[Result | None]] = {}
@@ -105,7 +183,59 @@ class Runtime:
     async def defragment(self) -> None:
         await self._enqueue(_Defragment())
 
-    async def _enqueue(self, req: WriteRequest | LocalRequest | _Defragment) -> Result | None:
+    def post(self, item: _Step | _Report | _Transfer) -> None:
+        """Hand the writer something nobody waits for (peer messages, reports)."""
+        with self._cond:
+            self._inbox.append((0, item))
+            self._cond.notify()
+
+    def step(self, messages: list[Message]) -> None:
+        """The transport's callback: messages from peers."""
+        self.post(_Step(messages))
+
+    def unreachable(self, peer: int) -> None:
+        self.post(_Report(peer))
+
+    def transfer_leader(self, to: int) -> None:
+        self.post(_Transfer(to))
+
+    async def receive_snapshot(self, message: Message, path: object) -> None:
+        """The transport's callback: a leader's image arrived in the file `path`; the
+        writer installs it when Raft accepts the snapshot (or deletes it)."""
+        assert message.snapshot is not None
+        data = os.fspath(path).encode()  # type: ignore[call-overload]
+        self.post(_Step([replace(message, snapshot=replace(message.snapshot, data=data))]))
+
+    def _send(self, messages: list[Message]) -> None:
+        """Loop thread: a durable turn's messages to the peers."""
+        transport = self.transport
+        if transport is None:
+            return
+        plain = [m for m in messages if m.type is not MessageType.SNAP]
+        if plain:
+            transport.send(plain)
+        for m in messages:
+            if m.type is MessageType.SNAP:
+                task = asyncio.ensure_future(self._send_snapshot(transport, m))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send_snapshot(self, transport: PeerTransport, message: Message) -> None:
+        """Send the store (applied at least to the snapshot's index) as the image."""
+        os.makedirs(self.snapshot_dir, exist_ok=True)
+        path = os.path.join(self.snapshot_dir, f"out-{message.to:x}")
+        ok = False
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.store.write_image, path)
+            ok = await transport.send_snapshot(message, path)
+        except Exception:
+            log.exception("sending a snapshot to %x failed", message.to)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        self.post(_Report(message.to, snapshot_failed=not ok))
+
+    async def _enqueue(self, req: _Item) -> Result | None:
         if self._failed is not None or self._stopping:
             return EtcdError(errors.STOPPED)
         assert self._loop is not None
@@ -128,7 +258,12 @@ class Runtime:
         return self._view
 
     async def read(self, req: RangeRequest | TxnRequest) -> Result:
-        """A Range or read-only Txn from the snapshot."""
+        """A Range or read-only Txn: linearizable ones in a cluster wait for Raft's
+        ReadIndex; the others are served from the snapshot at once."""
+        if not self.alone and not is_serializable(req):
+            result = await self._enqueue(_Read(req))
+            assert result is not None
+            return result
         view = await self.snapshot()
         try:
             return serve_read(view, req, self.config.max_txn_ops)
@@ -161,9 +296,16 @@ class Runtime:
         view: LmdbView | None,
         events: list[Event] | None = None,
         status: MemberStatus | None = None,
+        alone: bool | None = None,
     ) -> None:
         if status is not None:
+            if self.transport is not None and status.members != self.status.members:
+                me = self.config.member.id
+                peers = {m.id: m.peer_urls[0] for m in status.members if m.id != me and m.peer_urls}
+                self.transport.update_peers(peers)
             self.status = status
+        if alone is not None:
+            self.alone = alone
         if view is not None:
             if self._view is not None:
                 self._view.close()
@@ -226,10 +368,7 @@ class Runtime:
                 next_tick = now + self._tick_interval
             defrags = [req_id for req_id, req in inbox if isinstance(req, _Defragment)]
             for req_id, req in inbox:
-                if isinstance(req, LOCAL_REQUESTS):
-                    self.member.local(req_id, req, now)
-                elif not isinstance(req, _Defragment):
-                    self.member.submit(req_id, req, self._size)
+                self._take(req_id, req, now)
             self._turn()
             if defrags:
                 self._defragment()
@@ -240,16 +379,59 @@ class Runtime:
                     if not self._inbox:
                         return
 
+    def _take(self, req_id: int, req: _Item, now: float) -> None:
+        """One inbox item into the Member."""
+        member = self.member
+        if isinstance(req, _Step):
+            for m in req.messages:
+                try:
+                    member.step(m)
+                except RaftError as e:  # a malformed message from a peer: drop it
+                    log.warning("dropped a Raft message from %x: %s", m.from_, e)
+                if m.snapshot is not None and m.snapshot.data:
+                    self._snapshot_files.append(m.snapshot.data.decode())
+        elif isinstance(req, _Report):
+            if req.snapshot_failed is None:
+                member.report_unreachable(req.to)
+            else:
+                member.report_snapshot(req.to, req.snapshot_failed)
+        elif isinstance(req, _Transfer):
+            member.transfer_leader(req.to)
+        elif isinstance(req, _Read):
+            self._reads[req_id] = req.req
+            member.read(req_id)
+        elif isinstance(req, LOCAL_REQUESTS):
+            member.local(req_id, req, now)
+        elif not isinstance(req, _Defragment):
+            member.submit(req_id, req, self._size)
+
+    def _install(self, path: str, index: int) -> None:
+        """Replace the store with a leader's image (the loop's snapshot is released first)."""
+        assert self._loop is not None
+        released = threading.Event()
+        self._loop.call_soon_threadsafe(self._release_view, released)
+        released.wait()
+        self.store.install_image(path, log_after=index, keep_meta=(META_IDENTITY, META_HARD_STATE))
+        log.info("installed a snapshot at index %d from the leader", index)
+
     def _turn(self) -> None:
-        """One Ready: persist + apply in one batch, one fsync, then answer."""
+        """One Ready: persist + apply in one batch, one fsync, then answer and send."""
         assert self._loop is not None
         rd = self.member.ready()
         answers: list[tuple[int, Result | None]] = list(rd.responses)
         events: list[Event] = []
         view: LmdbView | None = None
-        if rd.entries or rd.committed or rd.hard_state is not None:
+        if rd.snapshot is not None:
+            self._install(rd.snapshot.data.decode(), rd.snapshot.metadata.index)
+        for path in self._snapshot_files:  # images Raft did not take (or already installed)
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        self._snapshot_files.clear()
+        if rd.entries or rd.committed or rd.hard_state is not None or rd.snapshot is not None:
             batch = self.store.begin()
             try:
+                if rd.snapshot is not None:
+                    self.member.install_snapshot(batch)
                 batch.append_entries(rd.entries)
                 applied = self.member.apply(batch, rd.committed, self._clock())
                 answers.extend(applied.answers)
@@ -264,8 +446,26 @@ class Runtime:
             self._revision = mvcc.current_revision(view)
             self._size = view.size()
         self.member.advance(rd)
-        if answers or view is not None:
-            self._loop.call_soon_threadsafe(self._publish, answers, view, events, self.member.status())
+        if rd.reads:
+            reads_view = view or self.store.snapshot()
+            for req_id in rd.reads:
+                req = self._reads.pop(req_id)
+                try:
+                    answers.append((req_id, serve_read(reads_view, req, self.config.max_txn_ops)))
+                except EtcdError as e:
+                    answers.append((req_id, e))
+            if view is None:
+                reads_view.close()
+        for req_id, _ in answers:
+            self._reads.pop(req_id, None)  # a read answered with an error
+        if rd.messages:
+            self._loop.call_soon_threadsafe(self._send, rd.messages)
+        if answers or view is not None or rd.messages:
+            self._loop.call_soon_threadsafe(
+                self._publish, answers, view, events, self.member.status(), self.member.alone
+            )
+        if self.member.removed:
+            raise RemovedError("the member has been permanently removed from the cluster")
 
     def _defragment(self) -> None:
         assert self._loop is not None
