@@ -15,6 +15,10 @@ from typing import TypeAlias
 
 from rusd.core import alarms, codec, errors
 from rusd.core.alarms import AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType
+from rusd.core.auth import apply as auth_apply
+from rusd.core.auth import check as auth_check
+from rusd.core.auth import store as auth_store
+from rusd.core.auth.types import AUTH_REQUESTS, Authed, AuthInfo, AuthRequest, AuthResult
 from rusd.core.compactor import AutoCompactor, CompactionPolicy
 from rusd.core.errors import EtcdError
 from rusd.core.lease import lessor as leases
@@ -73,7 +77,7 @@ META_HARD_STATE = b"raft_hard_state"
 
 WriteRequest: TypeAlias = (
     PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | AlarmRequest
-    | LeaseGrantRequest | LeaseRevokeRequest
+    | LeaseGrantRequest | LeaseRevokeRequest | AuthRequest | Authed
 )
 # Answered by the leader's lessor without a log entry (Member.local).
 LocalRequest: TypeAlias = LeaseKeepAliveRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest
@@ -81,7 +85,7 @@ LOCAL_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequ
 Response: TypeAlias = (
     RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse | CompactionResponse | AlarmResponse
     | LeaseGrantResponse | LeaseRevokeResponse | LeaseKeepAliveResponse | LeaseTimeToLiveResponse
-    | LeaseLeasesResponse
+    | LeaseLeasesResponse | AuthResult
 )
 # etcd's quota estimate for a lease grant (etcdserver/quota.go leaseOverhead).
 LEASE_OVERHEAD = 64
@@ -333,6 +337,7 @@ class Member:
         # TTL again (plus an election timeout, as etcd's Promote) from now.
         self.lessor.promote(now, config.election_timeout)
         self._revoking: set[int] = set()
+        self.auth = auth_store.load(view)
         if len(self.storage.conf_state.voters) == 1:
             # The only voter elects itself at once; as leader it appends the empty entry
             # of its term, which makes the term durable before anything is acknowledged.
@@ -365,17 +370,19 @@ class Member:
 
     def submit(self, req_id: int, req: WriteRequest, backend_size: int) -> None:
         """A client write: refused at once if invalid or over quota, else proposed."""
+        inner = req.request if isinstance(req, Authed) else req
         try:
-            self._check(req, backend_size)
+            self._check(inner, backend_size)
         except EtcdError as e:
             self._responses.append((req_id, e))
             return
-        if isinstance(req, LeaseGrantRequest) and req.id == 0:
+        if isinstance(inner, LeaseGrantRequest) and inner.id == 0:
             # The id is chosen before proposing, so every member applies the same one.
             lease_id = self._ids.next_lease_id()
             while self.lessor.exists(lease_id):
                 lease_id = self._ids.next_lease_id()
-            req = LeaseGrantRequest(ttl=req.ttl, id=lease_id)
+            inner = LeaseGrantRequest(ttl=inner.ttl, id=lease_id)
+            req = Authed(req.user, req.auth_revision, inner) if isinstance(req, Authed) else inner
         self._propose(req_id, req)
 
     def local(self, req_id: int, req: LocalRequest, now: float) -> None:
@@ -530,6 +537,14 @@ class Member:
         return Applied(answers, events)
 
     def _apply_one(self, backend: KVBackend, req: WriteRequest, events: list[Event]) -> Response:
+        if isinstance(req, Authed):
+            # A client's request is checked again against the auth state it is applied in.
+            info = AuthInfo(req.user, req.auth_revision)
+            auth_check.check_request(self.auth, info, req.request, self._lease_keys)
+            return self._apply_one(backend, req.request, events)
+        if isinstance(req, AUTH_REQUESTS):
+            answer, self.auth = auth_apply.apply(backend, self.auth, req, store.current_revision(backend))
+            return answer
         book = self.lessor
         if isinstance(req, PutRequest):
             if self.nospace:
@@ -555,6 +570,10 @@ class Member:
         touched = alarms.apply(backend, req)
         self.alarms = alarms.load(backend)
         return AlarmResponse(revision=store.current_revision(backend), alarms=touched)
+
+    def _lease_keys(self, lease_id: int) -> list[bytes]:
+        lease = self.lessor.get(lease_id)
+        return sorted(lease.keys) if lease is not None else []
 
     def _revoke(self, backend: KVBackend, lease_id: int, events: list[Event]) -> LeaseRevokeResponse:
         """Delete the lease's keys, all in one revision and in key order, then the lease."""
