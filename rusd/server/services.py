@@ -18,7 +18,7 @@ from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc import types as t
 from rusd.core.node import is_read
 from rusd.server import convert, watch_service
-from rusd.server.auth_guard import AuthGuard
+from rusd.server.auth_guard import AuthGuard, raw
 from rusd.server.auth_service import AuthService
 from rusd.server.base import ETCD_API_VERSION, ServiceBase, abort
 from rusd.server.lease_service import LeaseService
@@ -76,7 +76,7 @@ class MaintenanceService(ServiceBase, pb_grpc.MaintenanceServicer):
         try:
             await self.guard.admin(context)
         except EtcdError as e:
-            await abort(context, e)
+            await abort(context, raw(e))
 
     async def Alarm(self, request: pb.AlarmRequest, context: Any) -> pb.AlarmResponse:
         result = await self.guard.write(context, convert.alarm_request(request))
