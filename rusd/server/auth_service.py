@@ -25,6 +25,7 @@ from rusd.core.auth import types as at
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import store as mvcc
 from rusd.server.auth_guard import AuthGuard
+from rusd.server.auth_tokens import TokenError
 from rusd.server.base import ServiceBase, abort
 from rusd.server.runtime import Runtime
 
@@ -105,7 +106,8 @@ class AuthService(ServiceBase, pb_grpc.AuthServicer):
 
     async def Authenticate(self, request: pb.AuthenticateRequest, context: Any) -> pb.AuthenticateResponse:
         name = request.name
-        key = (context.peer() or "", name)
+        # Per client address (not port: a new connection must not reset the count).
+        key = ((context.peer() or "").rsplit(":", 1)[0], name)
         for _ in range(_MAX_ATTEMPTS):
             state = await self.guard.current()
             if not state.enabled:
@@ -125,7 +127,10 @@ class AuthService(ServiceBase, pb_grpc.AuthServicer):
                 await abort(context, EtcdError(errors.AUTH_FAILED))
             r = await self.answer(await self.rt.write(at.AuthenticateRequest(name)), at.AuthResponse, context)
             if r.auth_revision == state.revision:
-                token = self.guard.tokens.assign(name, r.auth_revision)
+                try:
+                    token = self.guard.tokens.assign(name, r.auth_revision)
+                except TokenError as e:  # a verify-only JWT member (etcd: ErrVerifyOnly)
+                    await abort(context, EtcdError(errors.ErrorKind(errors.Code.UNKNOWN, str(e))))
                 return pb.AuthenticateResponse(header=self.header(r.revision), token=token)
         await abort(context, EtcdError(errors.REQUEST_TIMEOUT))
 
