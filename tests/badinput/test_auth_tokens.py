@@ -52,6 +52,7 @@ class Client:
         self.kv = pb_grpc.KVStub(channel)
         self.auth = pb_grpc.AuthStub(channel)
         self.watch = pb_grpc.WatchStub(channel)
+        self.lease = pb_grpc.LeaseStub(channel)
 
     def token(self, name: str, password: str) -> str:
         return str(self.auth.Authenticate(pb.AuthenticateRequest(name=name, password=password), timeout=10).token)
@@ -244,3 +245,21 @@ def test_a_public_key_only_member_verifies_but_cannot_issue(tmp_path: Path) -> N
                 SC.UNKNOWN, "auth: token signing attempted with verify-only key")
     finally:
         proc.stop()
+
+
+def test_lease_time_to_live_lists_keys_only_to_a_reader_of_each(simple_server: Client) -> None:
+    c = simple_server
+    root = [("token", c.token("root", "rootpw"))]
+    alice = [("token", c.token("alice", "alicepw"))]
+    lease = c.lease
+    lease.LeaseGrant(pb.LeaseGrantRequest(ID=77, TTL=600), timeout=10, metadata=root)
+    c.kv.Put(pb.PutRequest(key=b"a/1", value=b"v", lease=77), timeout=10, metadata=root)
+    assert lease.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=77, keys=True), timeout=10,
+                                 metadata=alice).keys == [b"a/1"]
+    c.kv.Put(pb.PutRequest(key=b"secret", value=b"v", lease=77), timeout=10, metadata=root)
+    assert err(lambda: lease.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=77, keys=True), timeout=10,
+                                             metadata=alice)) == DENIED
+    assert lease.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=77), timeout=10, metadata=alice).grantedTTL == 600
+    # revoking would delete "secret": refused, and the lease and its keys stay
+    assert err(lambda: lease.LeaseRevoke(pb.LeaseRevokeRequest(ID=77), timeout=10, metadata=alice)) == DENIED
+    assert c.kv.Range(pb.RangeRequest(key=b"secret"), timeout=10, metadata=root).count == 1
