@@ -15,7 +15,7 @@ import secrets
 import string
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jwt
@@ -91,12 +91,20 @@ class SimpleTokens:
             del self._tokens[token]
 
 
+_VERIFIED_CACHE = 4096
+
+
 @dataclass(frozen=True)
 class JwtTokens:
     method: str
     verify_key: Any
     sign_key: Any | None
     ttl: float
+    clock: Callable[[], float] = time.time
+    # Tokens whose signature already checked out, with their claims and expiry: a
+    # client sends the same token on every request, and verifying RSA/ECDSA costs more
+    # than the request. Only the exact same string hits; expiry is checked each time.
+    _verified: dict[str, tuple[AuthInfo, float | None]] = field(default_factory=dict, compare=False, repr=False)
 
     def assign(self, user: str, auth_revision: int) -> str:
         if self.sign_key is None:
@@ -105,14 +113,25 @@ class JwtTokens:
         return jwt.encode(claims, self.sign_key, algorithm=self.method)
 
     def info(self, token: str, auth_revision: int) -> AuthInfo | None:
+        hit = self._verified.get(token)
+        if hit is not None:
+            info, exp = hit
+            if exp is None or self.clock() < exp:
+                return info
+            del self._verified[token]
+            return None
         try:
             claims = jwt.decode(token, self.verify_key, algorithms=[self.method])
         except jwt.PyJWTError:
             return None
-        user, revision = claims.get("username"), claims.get("revision")
+        user, revision, exp = claims.get("username"), claims.get("revision"), claims.get("exp")
         if not isinstance(user, str) or isinstance(revision, bool) or not isinstance(revision, (int, float)):
             return None
-        return AuthInfo(user, int(revision))
+        info = AuthInfo(user, int(revision))
+        if len(self._verified) >= _VERIFIED_CACHE:
+            self._verified.clear()
+        self._verified[token] = (info, float(exp) if isinstance(exp, (int, float)) else None)
+        return info
 
     def invalidate_user(self, user: str) -> None:
         """A JWT cannot be recalled; the revision it carries is already stale."""

@@ -67,3 +67,17 @@ def test_hmac_jwt_round_trip_and_claims() -> None:
     assert tokens.info(pyjwt.encode({"username": 1, "revision": 7}, secret, algorithm="HS256"), 1) is None
     assert tokens.info(pyjwt.encode({"username": "a"}, secret, algorithm="HS256"), 1) is None
     assert tokens.info(pyjwt.encode({"username": "a", "revision": 1}, other, algorithm="HS256"), 1) is None
+
+
+def test_a_cached_jwt_still_expires() -> None:
+    import time
+
+    from rusd.server.auth_tokens import JwtTokens
+
+    offset = [0.0]
+    secret = b"s" * 32
+    tokens = JwtTokens("HS256", secret, secret, 60.0, clock=lambda: time.time() + offset[0])
+    t = tokens.assign("alice", 3)
+    assert tokens.info(t, 3) == AuthInfo("alice", 3)  # verified once, then cached
+    offset[0] = 61.0
+    assert tokens.info(t, 3) is None
