@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -79,6 +80,12 @@ class AuthService(ServiceBase, pb_grpc.AuthServicer):
         self.guard = guard
         self.bcrypt_cost = bcrypt_cost
         self.limiter = FailureLimiter()
+        # At most one bcrypt check per core at a time: a flood of Authenticate calls
+        # queues here instead of starving every other request of CPU.
+        self._bcrypt_slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+        # Compared against for unknown users, so an answer's timing does not tell
+        # whether a user exists (made on first need: a high cost takes a while).
+        self._decoy: bytes | None = None
 
     async def _apply(self, req: Any, expected: type[R], context: Any) -> R:
         return await self.answer(await self.guard.write(context, req), expected, context)
@@ -118,10 +125,15 @@ class AuthService(ServiceBase, pb_grpc.AuthServicer):
             user = state.users.get(name)
             if user is not None and user.no_password:
                 await abort(context, EtcdError(errors.NO_PASSWORD_USER))
-            ok = user is not None and await asyncio.get_running_loop().run_in_executor(
-                None, bcrypt.checkpw, _secret(request.password), user.password
-            )
-            if not ok:
+            if user is None and self._decoy is None:
+                self._decoy = await self._hash("decoy")
+            stored = user.password if user is not None else self._decoy
+            assert stored is not None
+            async with self._bcrypt_slots:
+                matches = await asyncio.get_running_loop().run_in_executor(
+                    None, bcrypt.checkpw, _secret(request.password), stored
+                )
+            if user is None or not matches:
                 self.limiter.failed(key)
                 log.warning("invalid authentication was requested for user %r", name)
                 await abort(context, EtcdError(errors.AUTH_FAILED))

@@ -5,19 +5,54 @@ side: every output, exit code and refusal text (etcd 3.4's etcdctl has no
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conformance.harness import Out, Pair, start_pair, stop_pair
+from tests.conformance.harness import ETCD_FAST, Out, Pair, require_etcd, stop_pair
+from tests.servers import etcd, rusd
 
 ROOT = ("--user", "root:rootpw")
 ALICE = ("--user", "alice:alicepw")
 
 
+# Every etcdctl --user run authenticates: the cheapest bcrypt cost keeps that quick.
+FAST_BCRYPT = ("--bcrypt-cost", "4")
+
+
+def start(tmp: Path, *options: str) -> Pair:
+    require_etcd()
+    r = rusd(tmp, *FAST_BCRYPT, *options).start()
+    try:
+        e = etcd(tmp, *ETCD_FAST, *FAST_BCRYPT, *options).start()
+    except BaseException:
+        r.stop()
+        raise
+    return Pair(r, e)
+
+
 @pytest.fixture
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+def pair(tmp_path: Path) -> Iterator[Pair]:
     """A fresh pair per test: auth state is cluster-wide and would leak between tests."""
-    p = start_pair(tmp_path_factory.mktemp("auth"))
+    p = start(tmp_path)
+    try:
+        yield p
+    finally:
+        stop_pair(p)
+
+
+@pytest.fixture
+def jwt_pair(tmp_path: Path) -> Iterator[Pair]:
+    """Both servers on JWT tokens (ES256), with one key pair made for the test."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    priv, pub = tmp_path / "jwt.key", tmp_path / "jwt.pub"
+    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    p = start(tmp_path, "--auth-token", f"jwt,pub-key={pub},priv-key={priv},sign-method=ES256,ttl=10m")
     try:
         yield p
     finally:
@@ -135,6 +170,14 @@ def test_enable_disable_and_root(pair: Pair) -> None:
 
 
 def test_permissions_of_a_user(pair: Pair) -> None:
+    permissions_scenario(pair)
+
+
+def test_permissions_of_a_user_with_jwt_tokens(jwt_pair: Pair) -> None:
+    permissions_scenario(jwt_pair)
+
+
+def permissions_scenario(pair: Pair) -> None:
     enable(pair)
     assert add_user(pair, "alice", "alicepw", *ROOT).out == "User alice created\n"
     pair.ctl(*ROOT, "role", "add", "rw")
