@@ -263,3 +263,49 @@ def test_lease_time_to_live_lists_keys_only_to_a_reader_of_each(simple_server: C
     # revoking would delete "secret": refused, and the lease and its keys stay
     assert err(lambda: lease.LeaseRevoke(pb.LeaseRevokeRequest(ID=77), timeout=10, metadata=alice)) == DENIED
     assert c.kv.Range(pb.RangeRequest(key=b"secret"), timeout=10, metadata=root).count == 1
+
+
+class _AuthedServer(servers.ServerProcess):
+    """Ready once Status answers: with auth enabled the default probe (a Range
+    without a token) is refused."""
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            try:
+                with grpc.insecure_channel(self.endpoint) as ch:
+                    pb_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=1)
+                return
+            except grpc.RpcError:
+                time.sleep(0.05)
+        raise RuntimeError(self.log())
+
+
+def test_auth_state_survives_a_restart_and_simple_tokens_do_not(tmp_path: Path,
+                                                                 keys: tuple[Path, Path, bytes, bytes]) -> None:
+    pub, priv, _, _ = keys
+    first = servers.rusd(tmp_path, "--bcrypt-cost", "4")
+    proc = _AuthedServer(first.argv, first.endpoint, first.data_dir, first.log_path).start()
+    with grpc.insecure_channel(proc.endpoint) as ch:
+        c = Client(ch)
+        set_up_users(c)
+        simple = c.token("alice", "alicepw")
+        c.put(simple, b"a/1")()  # type: ignore[operator]
+        before = c.auth.AuthStatus(pb.AuthStatusRequest(), timeout=10)
+    proc.kill()  # kill -9: everything acknowledged is durable
+    jwt_option = f"jwt,pub-key={pub},priv-key={priv},sign-method=RS256"
+    again = _AuthedServer([*first.argv, "--auth-token", jwt_option], first.endpoint, first.data_dir,
+                          first.log_path).start()
+    try:
+        with grpc.insecure_channel(again.endpoint) as ch:
+            c = Client(ch)
+            after = c.auth.AuthStatus(pb.AuthStatusRequest(), timeout=10)
+            assert (after.enabled, after.authRevision) == (True, before.authRevision)
+            assert err(c.get(simple, b"a/1")) == INVALID_TOKEN  # simple tokens live in memory only
+            assert err(lambda: c.token("alice", "wrong")) == AUTH_FAILED
+            token = c.token("alice", "alicepw")
+            assert [kv.key for kv in c.get(token, b"a/", b"a0")().kvs] == [b"a/1"]  # type: ignore[operator]
+            assert err(c.get(token, b"b")) == DENIED
+    finally:
+        again.stop()
