@@ -81,3 +81,20 @@ def test_a_cached_jwt_still_expires() -> None:
     assert tokens.info(t, 3) == AuthInfo("alice", 3)  # verified once, then cached
     offset[0] = 61.0
     assert tokens.info(t, 3) is None
+
+
+def test_failed_authentications_are_limited_per_client_and_user() -> None:
+    from rusd.server.auth_service import FailureLimiter
+
+    clock = Clock()
+    limiter = FailureLimiter(burst=3, refill=2.0, clock=clock)
+    key = ("ipv4:127.0.0.1", "alice")
+    for _ in range(3):
+        assert limiter.allowed(key)
+        limiter.failed(key)
+    assert not limiter.allowed(key)
+    assert limiter.allowed(("ipv4:127.0.0.1", "bob")) and limiter.allowed(("ipv4:10.0.0.1", "alice"))
+    clock.now += 2.0  # one more attempt per refill period
+    assert limiter.allowed(key)
+    limiter.failed(key)
+    assert not limiter.allowed(key)
