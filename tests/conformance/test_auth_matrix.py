@@ -1,7 +1,8 @@
 """The permission matrix, differential: a seeded random set of users, roles and
 permissions (single keys, ranges, prefixes, from-key), then random operations by random
 users (range, put, delete, txn, watch create, lease revoke) against rusd and a real
-etcd; each decision (and what an allowed read returned) must be the same on both.
+etcd; each decision (and what an allowed read returned) must be the same on both,
+down to empty and inverted ranges.
 
 Not drawn: nested txns and from-key watches, where rusd is deliberately stricter than
 etcd 3.4 (which skips nested txns and checks a from-key watch as its first key only);
@@ -49,8 +50,10 @@ def prefix_end(key: bytes) -> bytes:
 
 
 def random_range(rng: random.Random, from_key: bool = True) -> tuple[bytes, bytes]:
+    """A single key, a prefix, a range, a from-key range or (rarely) an empty or
+    inverted range, which etcd's interval tree decides by its shape."""
     key = rng.choice(KEYS)
-    kinds = ["key", "prefix", "range", "range"] + (["from"] if from_key else [])
+    kinds = ["key", "prefix", "range", "range", "inverted"] + (["from"] if from_key else [])
     kind = rng.choice(kinds)
     if kind == "key":
         return key, b""
@@ -58,6 +61,8 @@ def random_range(rng: random.Random, from_key: bool = True) -> tuple[bytes, byte
         return key, prefix_end(key)
     if kind == "from":
         return key, b"\x00"
+    if kind == "inverted":
+        return key, rng.choice([k for k in KEYS if k <= key])
     end = rng.choice([k for k in KEYS if k > key] or [b"f"])
     return key, end
 
