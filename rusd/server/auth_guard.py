@@ -81,10 +81,6 @@ class AuthGuard:
         info = await self.info(context)
         check.check_admin(await self.current(), info)
 
-    async def check_range(self, context: Any, key: bytes, range_end: bytes) -> None:
-        info = await self.info(context)
-        check.check_range(await self.current(), info, key, range_end)
-
     async def write(self, context: Any, req: WriteRequest) -> Result:
         """Propose a client write under the caller's identity."""
         try:

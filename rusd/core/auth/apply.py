@@ -47,7 +47,6 @@ from rusd.core.mvcc.backend import KVBackend
 
 def apply(backend: KVBackend, state: AuthState, req: AuthRequest, kv_revision: int) -> tuple[AuthResult, AuthState]:
     """Apply one auth request (already permission-checked); raises EtcdError on refusal."""
-    answer: AuthResult
     if isinstance(req, UserGetRequest):
         user = _user(state, req.name)
         return UserGetResponse(kv_revision, user.roles), state
@@ -68,8 +67,7 @@ def apply(backend: KVBackend, state: AuthState, req: AuthRequest, kv_revision: i
     if not _change(backend, state, req):
         return AuthResponse(kv_revision, state.revision), state
     new = store.load(backend)
-    answer = AuthResponse(kv_revision, new.revision)
-    return answer, new
+    return AuthResponse(kv_revision, new.revision), new
 
 
 def _user(state: AuthState, name: str) -> User:

@@ -67,14 +67,6 @@ def check_admin(state: AuthState, info: AuthInfo) -> None:
         raise EtcdError(errors.PERMISSION_DENIED)
 
 
-def is_admin(state: AuthState, info: AuthInfo) -> bool:
-    try:
-        check_admin(state, info)
-    except EtcdError:
-        return False
-    return True
-
-
 def _check_ops(state: AuthState, info: AuthInfo, ops: tuple[RequestOp, ...]) -> None:
     for op in ops:
         if isinstance(op, RangeRequest):
