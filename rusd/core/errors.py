@@ -97,3 +97,24 @@ LEARNER_NOT_READY = _kind(
     Code.FAILED_PRECONDITION, "etcdserver: can only promote a learner member which is in sync with leader"
 )
 TOO_MANY_LEARNERS = _kind(Code.FAILED_PRECONDITION, "etcdserver: too many learner members in cluster")
+
+# Auth (etcd's api/v3rpc/rpctypes/error.go).
+ROOT_USER_NOT_EXIST = _kind(Code.FAILED_PRECONDITION, "etcdserver: root user does not exist")
+ROOT_ROLE_NOT_EXIST = _kind(Code.FAILED_PRECONDITION, "etcdserver: root user does not have root role")
+USER_ALREADY_EXIST = _kind(Code.FAILED_PRECONDITION, "etcdserver: user name already exists")
+USER_EMPTY = _kind(Code.INVALID_ARGUMENT, "etcdserver: user name is empty")
+USER_NOT_FOUND = _kind(Code.FAILED_PRECONDITION, "etcdserver: user name not found")
+ROLE_ALREADY_EXIST = _kind(Code.FAILED_PRECONDITION, "etcdserver: role name already exists")
+ROLE_NOT_FOUND = _kind(Code.FAILED_PRECONDITION, "etcdserver: role name not found")
+ROLE_EMPTY = _kind(Code.INVALID_ARGUMENT, "etcdserver: role name is empty")
+AUTH_FAILED = _kind(Code.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID or password")
+PERMISSION_DENIED = _kind(Code.PERMISSION_DENIED, "etcdserver: permission denied")
+ROLE_NOT_GRANTED = _kind(Code.FAILED_PRECONDITION, "etcdserver: role is not granted to the user")
+PERMISSION_NOT_GRANTED = _kind(Code.FAILED_PRECONDITION, "etcdserver: permission is not granted to the role")
+AUTH_NOT_ENABLED = _kind(Code.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+INVALID_AUTH_TOKEN = _kind(Code.UNAUTHENTICATED, "etcdserver: invalid auth token")
+INVALID_AUTH_MGMT = _kind(Code.INVALID_ARGUMENT, "etcdserver: invalid auth management")
+AUTH_OLD_REVISION = _kind(Code.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
+# Not in etcd's gRPC error map: it reaches the client as an unknown error with the auth text.
+NO_PASSWORD_USER = _kind(Code.UNKNOWN, "auth: authentication failed, password was given for no password user")
+TOO_MANY_REQUESTS = _kind(Code.RESOURCE_EXHAUSTED, "etcdserver: too many requests")

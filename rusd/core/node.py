@@ -15,6 +15,10 @@ from typing import TypeAlias
 
 from rusd.core import alarms, codec, errors
 from rusd.core.alarms import AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType
+from rusd.core.auth import apply as auth_apply
+from rusd.core.auth import check as auth_check
+from rusd.core.auth import store as auth_store
+from rusd.core.auth.types import AUTH_REQUESTS, Authed, AuthInfo, AuthRequest, AuthResult
 from rusd.core.cluster import (
     ConfRequest,
     MemberAddRequest,
@@ -90,7 +94,7 @@ META_CONF_STATE = b"raft_conf_state"
 
 WriteRequest: TypeAlias = (
     PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | AlarmRequest
-    | LeaseGrantRequest | LeaseRevokeRequest | MemberRequest
+    | LeaseGrantRequest | LeaseRevokeRequest | MemberRequest | AuthRequest | Authed
 )
 # Answered by the leader's lessor without a log entry (Member.local).
 LocalRequest: TypeAlias = LeaseKeepAliveRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest
@@ -98,7 +102,7 @@ LOCAL_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequ
 Response: TypeAlias = (
     RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse | CompactionResponse | AlarmResponse
     | LeaseGrantResponse | LeaseRevokeResponse | LeaseKeepAliveResponse | LeaseTimeToLiveResponse
-    | LeaseLeasesResponse | MemberResponse
+    | LeaseLeasesResponse | MemberResponse | AuthResult
 )
 # etcd's quota estimate for a lease grant (etcdserver/quota.go leaseOverhead).
 LEASE_OVERHEAD = 64
@@ -414,6 +418,7 @@ class Member:
             self._pending.hard_state = self.storage.hard_state
         self.alarms: tuple[AlarmMember, ...] = alarms.load(view)
         self.roster = Roster(view)
+        self.auth = auth_store.load(view)
         self.compactor = AutoCompactor(config.compaction, now)
         self._responses: list[tuple[int, Result]] = []
         self._log_compacted = applied
@@ -482,19 +487,21 @@ class Member:
 
     def submit(self, req_id: int, req: WriteRequest, backend_size: int) -> None:
         """A client write: refused at once if invalid or over quota, else proposed."""
+        inner = req.request if isinstance(req, Authed) else req
         try:
-            self._check(req, backend_size)
+            self._check(inner, backend_size)
         except EtcdError as e:
             self._responses.append((req_id, e))
             return
-        if isinstance(req, LeaseGrantRequest) and req.id == 0:
+        if isinstance(inner, LeaseGrantRequest) and inner.id == 0:
             # The id is chosen before proposing, so every member applies the same one.
             lease_id = self._ids.next_lease_id()
             while self.lessor.exists(lease_id):
                 lease_id = self._ids.next_lease_id()
-            req = LeaseGrantRequest(ttl=req.ttl, id=lease_id)
-        if isinstance(req, MemberAddRequest | MemberRemoveRequest | MemberPromoteRequest):
-            self._propose_conf_change(req_id, req)
+            inner = LeaseGrantRequest(ttl=inner.ttl, id=lease_id)
+            req = Authed(req.user, req.auth_revision, inner) if isinstance(req, Authed) else inner
+        if isinstance(inner, MemberAddRequest | MemberRemoveRequest | MemberPromoteRequest):
+            self._propose_conf_change(req_id, inner)
             return
         self._propose(req_id, req)
 
@@ -766,6 +773,7 @@ class Member:
         save_conf_state(backend, rd.snapshot.metadata.conf_state)
         self.alarms = alarms.load(backend)
         self.roster = Roster(backend)
+        self.auth = auth_store.load(backend)
         self._load_leases(backend)
         if self._leading:
             self.lessor.promote(self._now, self.config.election_timeout)
@@ -860,6 +868,14 @@ class Member:
         return p.member_id == self.member_id and p.req_id == proposal_id
 
     def _apply_one(self, backend: KVBackend, req: WriteRequest, events: list[Event]) -> Response:
+        if isinstance(req, Authed):
+            # A client's request is checked again against the auth state it is applied in.
+            info = AuthInfo(req.user, req.auth_revision)
+            auth_check.check_request(self.auth, info, req.request, self._lease_keys)
+            return self._apply_one(backend, req.request, events)
+        if isinstance(req, AUTH_REQUESTS):
+            answer, self.auth = auth_apply.apply(backend, self.auth, req, store.current_revision(backend))
+            return answer
         book = self.lessor
         if isinstance(req, PutRequest):
             if self.nospace:
@@ -888,6 +904,10 @@ class Member:
         touched = alarms.apply(backend, req)
         self.alarms = alarms.load(backend)
         return AlarmResponse(revision=store.current_revision(backend), alarms=touched)
+
+    def _lease_keys(self, lease_id: int) -> list[bytes]:
+        lease = self.lessor.get(lease_id)
+        return sorted(lease.keys) if lease is not None else []
 
     def _revoke(self, backend: KVBackend, lease_id: int, events: list[Event]) -> LeaseRevokeResponse:
         """Delete the lease's keys, all in one revision and in key order, then the lease."""

@@ -16,7 +16,8 @@ from rusd.core.cluster import MemberInfo
 from rusd.core.compactor import CompactionPolicy
 from rusd.core.membership import cluster_id, member_id
 from rusd.core.node import MemberConfig
-from rusd.server import logs, services
+from rusd.server import auth_tokens, logs, services
+from rusd.server.auth_guard import AuthGuard
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap
 from rusd.server.interceptors import UnmarshalErrors
 from rusd.server.runtime import Runtime
@@ -150,7 +151,17 @@ async def _serve(config: ServerConfig, runtime: Runtime) -> None:
             ("grpc.so_reuseport", 0),
         ]
     )
-    services.register(server, runtime, watch_progress_interval=config.watch_progress_notify_interval)
+    try:
+        tokens = auth_tokens.provider(config.auth_token, float(config.auth_token_ttl))
+    except auth_tokens.TokenError as e:
+        raise ConfigError(f"--auth-token: {e}") from None
+    services.register(
+        server,
+        runtime,
+        watch_progress_interval=config.watch_progress_notify_interval,
+        guard=AuthGuard(runtime, tokens),
+        bcrypt_cost=config.bcrypt_cost,
+    )
     for url in config.listen_client_urls:
         address = f"{url.host}:{url.port}"
         try:

@@ -220,6 +220,9 @@ class ServerConfig:
     # periodic: retention in seconds; revision: revisions to keep; 0: auto compaction off
     auto_compaction_retention: float = 0.0
     watch_progress_notify_interval: float = DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL  # seconds
+    auth_token: str = "simple"  # "simple" or "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=..."
+    auth_token_ttl: int = 300  # seconds a simple token lives unused
+    bcrypt_cost: int = 10
 
     @property
     def initial_cluster_members(self) -> dict[str, tuple[URL, ...]]:
@@ -672,6 +675,9 @@ def build_config(cmd: CommandLine, env: Mapping[str, str], *, warn: Warn = warn_
         auto_compaction_mode=mode,
         auto_compaction_retention=retention,
         watch_progress_notify_interval=_watch_progress_interval(n("experimental-watch-progress-notify-interval"), warn),
+        auth_token=s("auth-token"),
+        auth_token_ttl=n("auth-token-ttl"),
+        bcrypt_cost=_bcrypt_cost(n("bcrypt-cost"), warn),
     )
 
 
@@ -800,6 +806,14 @@ def parse_compaction_retention(mode: str, retention: str) -> float:
             "(auto-compaction-mode is revision)"
         )
     return ns / 1e9
+
+
+def _bcrypt_cost(cost: int, warn: Warn) -> int:
+    """etcd's NewAuthStore falls back to bcrypt's default cost outside [4, 31]."""
+    if 4 <= cost <= 31:
+        return cost
+    warn(f"use default bcrypt cost instead of the invalid given cost {cost}")
+    return 10
 
 
 def _watch_progress_interval(ns: int, warn: Warn) -> float:

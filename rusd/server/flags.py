@@ -422,6 +422,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
         "simple",
         AUTH,
         "Specify a v3 authentication token type and its options ('simple' or 'jwt').",
+        impl=True,
     ),
     _f(
         "bcrypt-cost",
@@ -430,8 +431,9 @@ _FLAGS: tuple[FlagSpec, ...] = (
         AUTH,
         "Specify the cost / strength of the bcrypt algorithm for hashing auth passwords. "
         "Valid values are between 4 and 31.",
+        impl=True,
     ),
-    _f("auth-token-ttl", U, "300", AUTH, "Time (in seconds) of the auth-token-ttl."),
+    _f("auth-token-ttl", U, "300", AUTH, "Time (in seconds) of the auth-token-ttl.", impl=True),
     # --- Profiling and Monitoring
     _f(
         "enable-pprof",

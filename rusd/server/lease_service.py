@@ -13,12 +13,20 @@ from typing import Any
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from rusd.core.auth import check
+from rusd.core.errors import EtcdError
 from rusd.core.lease import types as lt
 from rusd.core.mvcc import store as mvcc
-from rusd.server.base import ServiceBase
+from rusd.server.auth_guard import AuthGuard
+from rusd.server.base import ServiceBase, abort
+from rusd.server.runtime import Runtime
 
 
 class LeaseService(ServiceBase, pb_grpc.LeaseServicer):
+    def __init__(self, runtime: Runtime, guard: AuthGuard) -> None:
+        super().__init__(runtime)
+        self.guard = guard
+
     async def _current_header(self) -> pb.ResponseHeader:
         view = await self.rt.snapshot()
         return self.header(mvcc.current_revision(view))
@@ -26,13 +34,14 @@ class LeaseService(ServiceBase, pb_grpc.LeaseServicer):
     async def LeaseGrant(self, request: pb.LeaseGrantRequest, context: Any) -> pb.LeaseGrantResponse:
         req = lt.LeaseGrantRequest(ttl=request.TTL, id=request.ID)
         await self.check_size(request, req, context)
-        r = await self.answer(await self.rt.write(req), lt.LeaseGrantResponse, context)
+        r = await self.answer(await self.guard.write(context, req), lt.LeaseGrantResponse, context)
         return pb.LeaseGrantResponse(header=self.header(r.revision), ID=r.id, TTL=r.ttl)
 
     async def LeaseRevoke(self, request: pb.LeaseRevokeRequest, context: Any) -> pb.LeaseRevokeResponse:
         req = lt.LeaseRevokeRequest(request.ID)
         await self.check_size(request, req, context)
-        r = await self.answer(await self.rt.write(req), lt.LeaseRevokeResponse, context)
+        # The apply checks write access to every attached key (etcd's checkLeasePuts).
+        r = await self.answer(await self.guard.write(context, req), lt.LeaseRevokeResponse, context)
         return pb.LeaseRevokeResponse(header=self.header(r.revision))
 
     async def LeaseKeepAlive(
@@ -51,6 +60,15 @@ class LeaseService(ServiceBase, pb_grpc.LeaseServicer):
     ) -> pb.LeaseTimeToLiveResponse:
         result = await self.rt.local(lt.LeaseTimeToLiveRequest(request.ID, request.keys))
         r = await self.answer(result, lt.LeaseTimeToLiveResponse, context)
+        if request.keys:
+            # Listing the keys needs read access to each of them (etcd >= 3.5).
+            try:
+                info = await self.guard.info(context)
+                state = await self.guard.current()
+                for key in r.keys:
+                    check.check_range(state, info, key, b"")
+            except EtcdError as e:
+                await abort(context, e)
         return pb.LeaseTimeToLiveResponse(
             header=await self._current_header(), ID=r.id, TTL=r.ttl, grantedTTL=r.granted_ttl, keys=list(r.keys)
         )

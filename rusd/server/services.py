@@ -18,6 +18,8 @@ from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc import types as t
 from rusd.core.node import is_read
 from rusd.server import convert, watch_service
+from rusd.server.auth_guard import AuthGuard, raw
+from rusd.server.auth_service import AuthService
 from rusd.server.base import ETCD_API_VERSION, ServiceBase, abort
 from rusd.server.lease_service import LeaseService
 from rusd.server.runtime import Runtime
@@ -25,44 +27,59 @@ from rusd.server.watch_service import WatchService
 
 
 class KVService(ServiceBase, pb_grpc.KVServicer):
+    def __init__(self, runtime: Runtime, guard: AuthGuard) -> None:
+        super().__init__(runtime)
+        self.guard = guard
+
     async def Range(self, request: pb.RangeRequest, context: Any) -> pb.RangeResponse:
-        result = await self.rt.read(convert.range_request(request))
+        result = await self.guard.read(context, convert.range_request(request))
         r = await self.answer(result, t.RangeResponse, context)
         return convert.range_response(r, self.header(r.revision))
 
     async def Put(self, request: pb.PutRequest, context: Any) -> pb.PutResponse:
         req = convert.put_request(request)
         await self.check_size(request, req, context)
-        result = await self.rt.write(req)
+        result = await self.guard.write(context, req)
         r = await self.answer(result, t.PutResponse, context)
         return convert.put_response(r, self.header(r.revision))
 
     async def DeleteRange(self, request: pb.DeleteRangeRequest, context: Any) -> pb.DeleteRangeResponse:
         req = convert.delete_request(request)
         await self.check_size(request, req, context)
-        result = await self.rt.write(req)
+        result = await self.guard.write(context, req)
         r = await self.answer(result, t.DeleteRangeResponse, context)
         return convert.delete_response(r, self.header(r.revision))
 
     async def Txn(self, request: pb.TxnRequest, context: Any) -> pb.TxnResponse:
         req = convert.txn_request(request)
         if is_read(req):
-            result = await self.rt.read(req)
+            result = await self.guard.read(context, req)
         else:
             await self.check_size(request, req, context)
-            result = await self.rt.write(req)
+            result = await self.guard.write(context, req)
         r = await self.answer(result, t.TxnResponse, context)
         return convert.txn_response(r, self.header(r.revision))
 
     async def Compact(self, request: pb.CompactionRequest, context: Any) -> pb.CompactionResponse:
-        result = await self.rt.write(convert.compaction_request(request))
+        result = await self.guard.write(context, convert.compaction_request(request))
         r = await self.answer(result, t.CompactionResponse, context)
         return pb.CompactionResponse(header=self.header(r.revision))
 
 
 class MaintenanceService(ServiceBase, pb_grpc.MaintenanceServicer):
+    def __init__(self, runtime: Runtime, guard: AuthGuard) -> None:
+        super().__init__(runtime)
+        self.guard = guard
+
+    async def _admin(self, context: Any) -> None:
+        """etcd's authMaintenanceServer: Defragment, Snapshot, Hash and HashKV are root's."""
+        try:
+            await self.guard.admin(context)
+        except EtcdError as e:
+            await abort(context, raw(e))
+
     async def Alarm(self, request: pb.AlarmRequest, context: Any) -> pb.AlarmResponse:
-        result = await self.rt.write(convert.alarm_request(request))
+        result = await self.guard.write(context, convert.alarm_request(request))
         r = await self.answer(result, AlarmResponse, context)
         # etcd 3.4 answers Alarm without a header at all.
         return pb.AlarmResponse(alarms=convert.alarm_members(r.alarms))
@@ -84,15 +101,18 @@ class MaintenanceService(ServiceBase, pb_grpc.MaintenanceServicer):
         )
 
     async def Defragment(self, request: pb.DefragmentRequest, context: Any) -> pb.DefragmentResponse:
+        await self._admin(context)
         await self.rt.defragment()
         view = await self.rt.snapshot()
         return pb.DefragmentResponse(header=self.header(mvcc.current_revision(view)))
 
     async def Hash(self, request: pb.HashRequest, context: Any) -> pb.HashResponse:
+        await self._admin(context)
         view = await self.rt.snapshot()
         return pb.HashResponse(header=self.header(mvcc.current_revision(view)), hash=hashing.hash_all(view))
 
     async def HashKV(self, request: pb.HashKVRequest, context: Any) -> pb.HashKVResponse:
+        await self._admin(context)
         view = await self.rt.snapshot()
         try:
             crc, compacted, rev = hashing.hash_kv(view, request.revision)
@@ -141,21 +161,29 @@ class HealthService(health_pb2_grpc.HealthServicer):
         await self.rt.stopped()
 
 
-def register(server: grpc.aio.Server, runtime: Runtime, watch_progress_interval: float = 600.0) -> None:
+def register(
+    server: grpc.aio.Server,
+    runtime: Runtime,
+    watch_progress_interval: float = 600.0,
+    guard: AuthGuard | None = None,
+    bcrypt_cost: int = 10,
+) -> None:
+    guard = guard or AuthGuard(runtime)
     adders: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
-        (pb_grpc.add_KVServicer_to_server, KVService(runtime)),
-        (pb_grpc.add_MaintenanceServicer_to_server, MaintenanceService(runtime)),
+        (pb_grpc.add_KVServicer_to_server, KVService(runtime, guard)),
+        (pb_grpc.add_MaintenanceServicer_to_server, MaintenanceService(runtime, guard)),
         (pb_grpc.add_ClusterServicer_to_server, ClusterService(runtime)),
         (health_pb2_grpc.add_HealthServicer_to_server, HealthService(runtime)),
-        (pb_grpc.add_LeaseServicer_to_server, LeaseService(runtime)),
+        (pb_grpc.add_LeaseServicer_to_server, LeaseService(runtime, guard)),
+        (pb_grpc.add_AuthServicer_to_server, AuthService(runtime, guard, bcrypt_cost)),
     ]
     for add, servicer in adders:
         add(servicer, server)
-    _register_watch(server, runtime, watch_progress_interval)
+    _register_watch(server, runtime, watch_progress_interval, guard)
 
 
-def _register_watch(server: grpc.aio.Server, runtime: Runtime, progress_interval: float) -> None:
-    watch = WatchService(runtime, progress_interval)
+def _register_watch(server: grpc.aio.Server, runtime: Runtime, progress_interval: float, guard: AuthGuard) -> None:
+    watch = WatchService(runtime, progress_interval, guard=guard)
     watch_service.add_to_server(watch, server)
     earlier = runtime.on_events
 

@@ -21,9 +21,13 @@ import grpc
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from rusd.api.mvccpb import kv_pb2
+from rusd.core.auth import check
+from rusd.core.auth.types import AuthInfo
+from rusd.core.errors import Code, EtcdError
 from rusd.core.mvcc.types import Event
 from rusd.core.watch.hub import CreateRequest, WatchHub, WatchResponse
 from rusd.server import convert
+from rusd.server.auth_guard import AuthGuard
 from rusd.server.runtime import Runtime
 
 
@@ -52,6 +56,13 @@ def _varint(n: int) -> bytes:
 
 
 _CACHE_BYTES = 4 << 20
+# grpc-go's names of the codes a refused watch create can carry.
+_GO_CODES = {
+    Code.INVALID_ARGUMENT: "InvalidArgument",
+    Code.PERMISSION_DENIED: "PermissionDenied",
+    Code.UNAUTHENTICATED: "Unauthenticated",
+    Code.FAILED_PRECONDITION: "FailedPrecondition",
+}
 
 
 def _serialize(resp: pb.WatchResponse | bytes) -> bytes:
@@ -87,8 +98,10 @@ class WatchService(pb_grpc.WatchServicer):
         runtime: Runtime,
         progress_interval: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        guard: AuthGuard | None = None,
     ) -> None:
         self.rt = runtime
+        self.guard = guard or AuthGuard(runtime)
         self._clock = clock
         self.hub = WatchHub(
             progress_interval=progress_interval,
@@ -197,7 +210,7 @@ class WatchService(pb_grpc.WatchServicer):
         sid = hub.open_stream(self._clock())
         wake = asyncio.Event()
         self._wake[sid] = wake
-        reader = asyncio.create_task(self._read(sid, request_iterator, wake))
+        reader = asyncio.create_task(self._read(sid, request_iterator, wake, context))
         try:
             while True:
                 wake.clear()
@@ -220,14 +233,27 @@ class WatchService(pb_grpc.WatchServicer):
             self._wake.pop(sid, None)
             hub.close_stream(sid)
 
-    async def _read(self, sid: int, requests: AsyncIterator[pb.WatchRequest], wake: asyncio.Event) -> None:
+    async def _read(
+        self, sid: int, requests: AsyncIterator[pb.WatchRequest], wake: asyncio.Event, context: Any
+    ) -> None:
         hub = self.hub
         try:
             async for req in requests:
                 which = req.WhichOneof("request_union")
                 if which == "create_request":
+                    create = create_request(req.create_request)
+                    # etcd resolves the stream's token again for every create.
+                    info: AuthInfo | EtcdError
+                    try:
+                        info = await self.guard.info(context)
+                    except EtcdError as e:
+                        info = e
                     view = await self.rt.snapshot()
-                    hub.create(sid, create_request(req.create_request), view)
+                    refusal = self._refusal(info, create, view)
+                    if refusal is not None:
+                        hub.refuse(sid, refusal, view)
+                    else:
+                        hub.create(sid, create, view)
                 elif which == "cancel_request":
                     hub.cancel(sid, req.cancel_request.watch_id)
                 elif which == "progress_request":
@@ -239,3 +265,16 @@ class WatchService(pb_grpc.WatchServicer):
             # A client that only half-closes keeps receiving, as from etcd; the
             # handler ends when the RPC does.
             wake.set()
+
+    def _refusal(self, info: AuthInfo | EtcdError, create: CreateRequest, view: Any) -> str | None:
+        """Why a watch may not be created, or None (etcd's isWatchPermitted). Unlike
+        etcd 3.4, which checks a from-key watch as the single key, the whole watched
+        range [key, end) must be readable."""
+        try:
+            if isinstance(info, EtcdError):
+                raise info
+            check.check_range(self.guard.state(view), info, create.key or b"\x00", create.range_end)
+        except EtcdError as e:
+            # etcd puts the Go text of the gRPC status error in the cancel reason.
+            return f"rpc error: code = {_GO_CODES.get(e.code, 'Unknown')} desc = {e.message}"
+        return None

@@ -245,6 +245,12 @@ class WatchHub:
         self._index(w)
         stream.ctrl.append(WatchResponse(watch_id=wid, revision=self.revision, created=True))
 
+    def refuse(self, sid: int, reason: str, view: KVReader) -> None:
+        """A create refused outside the hub (e.g. no permission): answered in order
+        with the other creates, as created + canceled with watch id -1."""
+        self.observe(view)
+        self._streams[sid].ctrl.append(self._failed(reason))
+
     def _failed(self, reason: str) -> WatchResponse:
         return WatchResponse(watch_id=-1, revision=self.revision, created=True, canceled=True, cancel_reason=reason)
 
