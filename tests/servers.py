@@ -39,10 +39,15 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.start_only()
+        self.wait_ready(timeout)
+        return self
+
+    def start_only(self) -> ServerProcess:
+        """Start the process without waiting for it to answer (cluster members wait for peers)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
-        self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float) -> None:

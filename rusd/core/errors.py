@@ -118,3 +118,6 @@ AUTH_OLD_REVISION = _kind(Code.INVALID_ARGUMENT, "etcdserver: revision of auth s
 # Not in etcd's gRPC error map: it reaches the client as an unknown error with the auth text.
 NO_PASSWORD_USER = _kind(Code.UNKNOWN, "auth: authentication failed, password was given for no password user")
 TOO_MANY_REQUESTS = _kind(Code.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
+BAD_LEADER_TRANSFEREE = _kind(Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
+LEADER_TRANSFER_TIMEOUT = _kind(Code.UNAVAILABLE, "etcdserver: request timed out, leader transfer took too long")
+UNHEALTHY = _kind(Code.UNAVAILABLE, "etcdserver: unhealthy cluster")

@@ -519,9 +519,9 @@ class Member:
         try:
             if isinstance(req, MemberAddRequest) and not req.id:
                 raise ValueError("a member add needs the new member's id")
-            self.roster.validate(req)
             if self.config.strict_reconfig_check:
                 self.roster.check_started(req)
+            self.roster.validate(req)
             if isinstance(req, MemberPromoteRequest) and self.is_leader:
                 self._check_learner_ready(req.id)
         except EtcdError as e:

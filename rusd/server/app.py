@@ -11,22 +11,25 @@ from dataclasses import dataclass
 
 import grpc
 
-from rusd.core import codec
-from rusd.core.cluster import MemberInfo
+from rusd.api.rusdraftpb.raft_pb2_grpc import add_MembershipServicer_to_server
+from rusd.core import codec, errors
+from rusd.core.cluster import MemberInfo, MemberPublishRequest
 from rusd.core.compactor import CompactionPolicy
+from rusd.core.errors import EtcdError
 from rusd.core.membership import cluster_id, member_id
 from rusd.core.node import MemberConfig
 from rusd.server import auth_tokens, logs, services
 from rusd.server.auth_guard import AuthGuard
-from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap
+from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap, verify_join_existing
 from rusd.server.interceptors import UnmarshalErrors
-from rusd.server.runtime import Runtime
+from rusd.server.join import MembershipServicer, fetch_cluster
+from rusd.server.peer import PEER_SERVER_OPTIONS, PeerTransport
+from rusd.server.runtime import META_IDENTITY, Runtime
 from rusd.storage.errors import StorageError
 from rusd.storage.lmdb import LmdbStore
 
 log = logging.getLogger("rusd")
 
-META_IDENTITY = b"identity"
 # What etcd lets a gRPC message carry beyond --max-request-bytes (grpcOverheadBytes).
 GRPC_OVERHEAD_BYTES = 512 * 1024
 _GIB = 1024 * 1024 * 1024
@@ -69,8 +72,9 @@ def open_store(config: ServerConfig) -> LmdbStore:
     return LmdbStore(path, map_size=max(2 * quota, 8 * _GIB))
 
 
-def load_identity(store: LmdbStore, config: ServerConfig) -> Identity:
-    """The stored identity, or a new one from the --initial-cluster flags."""
+async def load_identity(store: LmdbStore, config: ServerConfig) -> tuple[Identity, tuple[MemberInfo, ...]]:
+    """The stored identity, or a new one from the --initial-cluster flags; and the members
+    of the cluster this member joins (learned from them; empty otherwise)."""
     view = store.snapshot()
     try:
         raw = view.get_meta(META_IDENTITY)
@@ -80,27 +84,31 @@ def load_identity(store: LmdbStore, config: ServerConfig) -> Identity:
         identity = codec.decode(raw)
         if not isinstance(identity, Identity):
             raise StorageError(f"{config.data_dir}: member identity record is corrupt")
-        return identity
-    if not config.is_new_cluster:
-        raise ConfigError("joining an existing cluster (--initial-cluster-state=existing) is not implemented yet")
-    verify_bootstrap(config)
-    members = config.initial_cluster_members
-    if len(members) > 1:
-        raise ConfigError(
-            f"multi-member clusters are not implemented yet (--initial-cluster lists {len(members)} members)"
-        )
-    token = config.initial_cluster_token
-    ids = {name: member_id([str(u) for u in urls], token) for name, urls in members.items()}
-    identity = Identity(
-        member_id=ids[config.name],
-        cluster_id=cluster_id(list(ids.values())),
-        name=config.name,
-        peer_urls=tuple(str(u) for u in members[config.name]),
-    )
+        return identity, ()
+    own_urls = tuple(str(u) for u in config.initial_advertise_peer_urls)
+    if config.is_new_cluster:
+        verify_bootstrap(config)
+        initial = initial_cluster(config)
+        (own,) = [m for m in initial if m.name == config.name]
+        identity = Identity(own.id, cluster_id([m.id for m in initial]), config.name, own.peer_urls)
+    else:
+        verify_join_existing(config)
+        members = {n: tuple(str(u) for u in us) for n, us in config.initial_cluster_members.items()}
+        cid, mid, joined = await fetch_cluster(config.name, members, own_urls)
+        identity = Identity(mid, cid, config.name, own_urls)
     batch = store.begin()
     batch.put_meta(META_IDENTITY, codec.encode(identity))
     batch.commit()
-    return identity
+    return identity, () if config.is_new_cluster else joined
+
+
+def initial_cluster(config: ServerConfig) -> tuple[MemberInfo, ...]:
+    """The members of a new cluster, with etcd's ids (sha1 of peer URLs and token)."""
+    token = config.initial_cluster_token
+    return tuple(
+        MemberInfo(member_id([str(u) for u in urls], token), name, tuple(str(u) for u in urls), ())
+        for name, urls in config.initial_cluster_members.items()
+    )
 
 
 def member_config(config: ServerConfig, identity: Identity) -> MemberConfig:
@@ -116,6 +124,8 @@ def member_config(config: ServerConfig, identity: Identity) -> MemberConfig:
         max_txn_ops=config.max_txn_ops,
         quota_backend_bytes=config.quota_backend_bytes,
         snapshot_count=config.snapshot_count,
+        catch_up_entries=config.snapshot_catchup_entries,
+        strict_reconfig_check=config.strict_reconfig_check,
         compaction=CompactionPolicy(mode, config.auto_compaction_retention),
         heartbeat_ms=config.heartbeat_interval_ms,
         election_ticks=config.election_ticks,
@@ -125,19 +135,22 @@ def member_config(config: ServerConfig, identity: Identity) -> MemberConfig:
 async def serve(config: ServerConfig) -> None:
     store = open_store(config)
     try:
-        identity = load_identity(store, config)
+        identity, joined = await load_identity(store, config)
         runtime = Runtime(
             store,
             member_config(config, identity),
             max_request_bytes=config.max_request_bytes,
             tick_interval=config.heartbeat_interval_ms / 1000,
+            initial_cluster=initial_cluster(config) if config.is_new_cluster else (),
+            join=not config.is_new_cluster,
+            cluster_token=config.initial_cluster_token,
         )
-        await _serve(config, runtime)
+        await _serve(config, runtime, joined)
     finally:
         store.close()
 
 
-async def _serve(config: ServerConfig, runtime: Runtime) -> None:
+async def _serve(config: ServerConfig, runtime: Runtime, joined: tuple[MemberInfo, ...] = ()) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -169,23 +182,66 @@ async def _serve(config: ServerConfig, runtime: Runtime) -> None:
         except RuntimeError as e:
             raise ConfigError(f"listen tcp {address}: bind: address already in use or not available ({e})") from e
         log.warning("serving insecure client requests on %s, this is strongly discouraged!", address)
+    peer_server, transport = _peer_listener(config, runtime, joined)
     runtime.start()
+    await peer_server.start()
     await server.start()
-    info = runtime.config.member
-    log.info(
-        "published {Name:%s ClientURLs:[%s]} to cluster %x; member %x",
-        info.name,
-        " ".join(info.client_urls),
-        runtime.config.cluster_id,
-        info.id,
-    )
+    publishing = asyncio.ensure_future(_publish(runtime))
     log.info("ready to serve client requests")
     await done.wait()
     log.info("received stop request, shutting down")
+    publishing.cancel()
     await server.stop(grace=1.0)
+    await transport.close()
+    await peer_server.stop(grace=0.5)
     await runtime.stop()
-    if runtime.failed:
+    if runtime.failed and not runtime.removed:
         raise SystemExit("rusd: stopped after a storage failure (see the log above)")
+
+
+def _peer_listener(
+    config: ServerConfig, runtime: Runtime, joined: tuple[MemberInfo, ...]
+) -> tuple[grpc.aio.Server, PeerTransport]:
+    """The peer server on --listen-peer-urls and the transport to the other members
+    (those it knows, or, joining, those the cluster told it of)."""
+    me = runtime.config.member.id
+    known = runtime.status.members or joined
+    peers = {m.id: m.peer_urls[0] for m in known if m.id != me and m.peer_urls}
+    transport = PeerTransport(
+        me, runtime.config.cluster_id, peers, runtime.step, runtime.receive_snapshot, runtime.unreachable,
+        snapshot_dir=os.path.join(os.path.dirname(runtime.store.path), "snap-in"),
+    )
+    runtime.transport = transport
+    server = grpc.aio.server(options=[*PEER_SERVER_OPTIONS, ("grpc.so_reuseport", 0)])
+    transport.add_servicer(server)
+    add_MembershipServicer_to_server(
+        MembershipServicer(runtime.config.cluster_id, lambda: runtime.status.members), server
+    )
+    for url in config.listen_peer_urls:
+        address = f"{url.host}:{url.port}"
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise ConfigError(f"listen tcp {address}: bind: address already in use or not available ({e})") from e
+    return server, transport
+
+
+async def _publish(runtime: Runtime) -> None:
+    """Announce this member's name and client URLs through the log, until it is
+    applied (etcd's publish; retried while there is no leader)."""
+    info = runtime.config.member
+    req = MemberPublishRequest(info.id, info.name, info.client_urls)
+    while True:
+        result = await runtime.write(req)
+        if not isinstance(result, EtcdError):
+            break
+        if result.kind is errors.STOPPED:
+            return
+        await asyncio.sleep(0.5)
+    log.info(
+        "published {Name:%s ClientURLs:[%s]} to cluster %x; member %x",
+        info.name, " ".join(info.client_urls), runtime.config.cluster_id, info.id,
+    )
 
 
 def run(config: ServerConfig) -> None:

@@ -91,7 +91,10 @@ class AuthGuard:
 
     async def read(self, context: Any, req: RangeRequest | TxnRequest) -> Result:
         """A Range or read-only Txn: validated, permission-checked and answered from
-        one snapshot (etcd's doSerialize)."""
+        one snapshot (etcd's doSerialize), once Raft confirmed it is linearizable."""
+        barrier = await self.rt.linearize(req)
+        if barrier is not None:
+            return barrier
         try:
             info = await self.info(context)
             view = await self.rt.snapshot()

@@ -210,6 +210,8 @@ class ServerConfig:
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     snapshot_count: int = 100000
+    snapshot_catchup_entries: int = 5000
+    strict_reconfig_check: bool = True
     quota_backend_bytes: int = 0  # 0: DEFAULT_QUOTA_BACKEND_BYTES; negative: no quota
     max_request_bytes: int = 1572864
     max_txn_ops: int = 128
@@ -666,6 +668,8 @@ def build_config(cmd: CommandLine, env: Mapping[str, str], *, warn: Warn = warn_
         heartbeat_interval_ms=tick,
         election_timeout_ms=election,
         snapshot_count=n("snapshot-count"),
+        snapshot_catchup_entries=n("experimental-snapshot-catchup-entries"),
+        strict_reconfig_check=values["strict-reconfig-check"] is True,
         quota_backend_bytes=n("quota-backend-bytes"),
         max_request_bytes=n("max-request-bytes"),
         max_txn_ops=n("max-txn-ops"),

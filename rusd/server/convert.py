@@ -7,6 +7,7 @@ from typing import cast
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.mvccpb import kv_pb2
 from rusd.core.alarms import AlarmMember, AlarmRequest
+from rusd.core.cluster import MemberInfo
 from rusd.core.mvcc import types as t
 
 _COMPARE_UNION = {
@@ -143,3 +144,9 @@ def txn_response(r: t.TxnResponse, header: pb.ResponseHeader) -> pb.TxnResponse:
 def alarm_members(alarms: tuple[AlarmMember, ...]) -> list[pb.AlarmMember]:
     return [pb.AlarmMember(memberID=a.member_id, alarm=cast("pb.AlarmType", a.alarm)) for a in alarms]
 
+
+
+def member(m: MemberInfo) -> pb.Member:
+    return pb.Member(
+        ID=m.id, name=m.name, peerURLs=list(m.peer_urls), clientURLs=list(m.client_urls), isLearner=m.is_learner
+    )

@@ -330,6 +330,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
         "true",
         CLUSTERING,
         "Reject reconfiguration requests that would cause quorum loss.",
+        impl=True,
     ),
     _f("pre-vote", B, "false", CLUSTERING, "Enable to run an additional Raft election phase."),
     _f(
@@ -578,6 +579,15 @@ _FLAGS: tuple[FlagSpec, ...] = (
         "10m",
         EXPERIMENTAL,
         "Duration of periodical watch progress notification.",
+        impl=True,
+    ),
+    _f(
+        "experimental-snapshot-catchup-entries",
+        U64,
+        "5000",
+        EXPERIMENTAL,
+        "Number of entries for a slow follower to catch-up after compacting the raft storage entries "
+        "(etcd 3.5's flag; rusd accepts it too).",
         impl=True,
     ),
     _f(

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -115,6 +116,7 @@ class _Peer:
         self.queue: collections.deque[Message] = collections.deque()
         self.wake = asyncio.Event()
         self.state = _State.CONNECTING
+        self.active_since = 0.0  # monotonic time the current stream became active
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-{peer_id:x}")
 
     def offer(self, messages: list[Message]) -> bool:
@@ -140,6 +142,7 @@ class _Peer:
                 if not was_active:
                     log.info("peer %x: stream to %s is up", self.id, self.url)
                 self.state = _State.ACTIVE
+                self.active_since = time.monotonic()
                 was_active = True
                 delay = self.t.backoff_initial
                 await self._pump(call)
@@ -275,6 +278,11 @@ class PeerTransport:
     def active(self) -> set[int]:
         """The peers whose stream is open and accepted (etcd's "active" peers)."""
         return {pid for pid, p in self._peers.items() if p.state is _State.ACTIVE}
+
+    def active_since(self, peer_id: int) -> float | None:
+        """Since when (time.monotonic) the stream to a peer is up; None if it is not."""
+        p = self._peers.get(peer_id)
+        return p.active_since if p is not None and p.state is _State.ACTIVE else None
 
     def send(self, messages: Iterable[Message]) -> None:
         """Queue messages for their peers; never blocks. MsgSnap goes via send_snapshot."""

@@ -69,9 +69,8 @@ class _Defragment:
 
 @dataclass(frozen=True, slots=True)
 class _Read:
-    """A linearizable read waiting for Raft's ReadIndex."""
-
-    req: RangeRequest | TxnRequest
+    """A linearizable read waiting for Raft's ReadIndex: answered (None) once the
+    published snapshot holds everything committed when it arrived."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +122,7 @@ class Runtime:
         tick_interval: float = 0.1,
         initial_cluster: tuple[MemberInfo, ...] = (),
         join: bool = False,
+        cluster_token: str = "etcd-cluster",
     ) -> None:
         self.store = store
         self.config = config
@@ -137,8 +137,11 @@ class Runtime:
         )
         # Raft messages of durable turns go out through this (None: a member alone).
         self.transport: PeerTransport | None = None
+        # New members' ids hash their peer URLs with this (--initial-cluster-token).
+        self.cluster_token = cluster_token
+        # etcd's ReqTimeout: how long MoveLeader waits for the new leader.
+        self.request_timeout = config.request_timeout_ticks * tick_interval
         self.snapshot_dir = os.path.join(os.path.dirname(store.path), "snap")
-        self._reads: dict[int, RangeRequest | TxnRequest] = {}
         self._snapshot_files: list[str] = []
         self._tasks: set[asyncio.Future[None]] = set()
         self.alone = self.member.alone
@@ -260,19 +263,45 @@ class Runtime:
     async def read(self, req: RangeRequest | TxnRequest) -> Result:
         """A Range or read-only Txn: linearizable ones in a cluster wait for Raft's
         ReadIndex; the others are served from the snapshot at once."""
-        if not self.alone and not is_serializable(req):
-            result = await self._enqueue(_Read(req))
-            assert result is not None
-            return result
+        barrier = await self.linearize(req)
+        if barrier is not None:
+            return barrier
         view = await self.snapshot()
         try:
             return serve_read(view, req, self.config.max_txn_ops)
         except EtcdError as e:
             return e
 
+    def connected_voters(self, since: float) -> int:
+        """Voting members (this one included) whose peer stream has been up since the
+        monotonic time `since` (etcd's numConnectedSince over the transport)."""
+        me = self.config.member.id
+        voters = [m.id for m in self.status.members if not m.is_learner]
+        transport = self.transport
+        up = 0
+        for v in voters:
+            start = None if transport is None else transport.active_since(v)
+            up += v == me or (start is not None and start <= since)
+        return up
+
+    async def linearize(self, req: RangeRequest | TxnRequest) -> EtcdError | None:
+        """Wait until a linearizable read may be served from the snapshot: at once when
+        this member is alone or the read is serializable, else after a ReadIndex round.
+        An error (no leader, timeout) says the read cannot be served."""
+        if self.alone or is_serializable(req):
+            return None
+        result = await self._enqueue(_Read())
+        assert result is None or isinstance(result, EtcdError)
+        return result
+
     @property
     def failed(self) -> bool:
         return self._failed is not None
+
+    @property
+    def removed(self) -> bool:
+        """Stopped because the cluster removed this member (not a failure)."""
+        return isinstance(self._failed, RemovedError)
 
     async def stopped(self) -> None:
         """Returns once the runtime stops or fails."""
@@ -345,6 +374,10 @@ class Runtime:
     def _writer(self) -> None:
         try:
             self._writer_loop()
+        except RemovedError as exc:
+            log.warning("%s; stopping", exc)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._fail, exc)
         except BaseException as exc:  # storage failures are fatal, as in etcd
             log.exception("writer stopped: %s", exc)
             assert self._loop is not None
@@ -398,7 +431,6 @@ class Runtime:
         elif isinstance(req, _Transfer):
             member.transfer_leader(req.to)
         elif isinstance(req, _Read):
-            self._reads[req_id] = req.req
             member.read(req_id)
         elif isinstance(req, LOCAL_REQUESTS):
             member.local(req_id, req, now)
@@ -446,18 +478,8 @@ class Runtime:
             self._revision = mvcc.current_revision(view)
             self._size = view.size()
         self.member.advance(rd)
-        if rd.reads:
-            reads_view = view or self.store.snapshot()
-            for req_id in rd.reads:
-                req = self._reads.pop(req_id)
-                try:
-                    answers.append((req_id, serve_read(reads_view, req, self.config.max_txn_ops)))
-                except EtcdError as e:
-                    answers.append((req_id, e))
-            if view is None:
-                reads_view.close()
-        for req_id, _ in answers:
-            self._reads.pop(req_id, None)  # a read answered with an error
+        # The reads' barrier lifts when _publish has put this turn's snapshot in place.
+        answers.extend((req_id, None) for req_id in rd.reads)
         if rd.messages:
             self._loop.call_soon_threadsafe(self._send, rd.messages)
         if answers or view is not None or rd.messages:

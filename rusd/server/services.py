@@ -3,16 +3,31 @@ back. No decisions are made here beyond etcd's wire-level checks (message size).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from rusd.api.health import health_pb2, health_pb2_grpc
+from rusd.core import errors
 from rusd.core.alarms import AlarmResponse
+from rusd.core.cluster import (
+    MemberAddRequest,
+    MemberAddResponse,
+    MemberChangeResponse,
+    MemberPromoteRequest,
+    MemberRemoveRequest,
+    MemberRequest,
+    MemberResponse,
+    MemberUpdateRequest,
+)
 from rusd.core.errors import EtcdError
+from rusd.core.membership import member_id
 from rusd.core.mvcc import hashing
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc import types as t
@@ -92,13 +107,29 @@ class MaintenanceService(ServiceBase, pb_grpc.MaintenanceServicer):
             version=ETCD_API_VERSION,
             dbSize=view.size(),
             dbSizeInUse=view.size_in_use(),
-            leader=self.rt.config.member.id,
+            leader=status.leader,
             raftIndex=status.last_index,
             raftTerm=status.term,
             raftAppliedIndex=status.applied_index,
             errors=[f"memberID:{a.member_id} alarm:{pb.AlarmType.Name(a.alarm)} " for a in status.alarms],
-            isLearner=False,
+            isLearner=status.is_learner,
         )
+
+    async def MoveLeader(self, request: pb.MoveLeaderRequest, context: Any) -> pb.MoveLeaderResponse:
+        """Hand leadership to another voter; only the leader takes it (etcd's MoveLeader)."""
+        await self._admin(context)
+        me, status = self.rt.config.member.id, self.rt.status
+        if status.leader != me:
+            await abort(context, EtcdError(errors.NOT_LEADER))
+        if request.targetID not in {m.id for m in status.members if not m.is_learner} or request.targetID == me:
+            await abort(context, EtcdError(errors.BAD_LEADER_TRANSFEREE))
+        self.rt.transfer_leader(request.targetID)
+        deadline = time.monotonic() + self.rt.request_timeout
+        while self.rt.status.leader != request.targetID:
+            if time.monotonic() > deadline:
+                await abort(context, EtcdError(errors.LEADER_TRANSFER_TIMEOUT))
+            await asyncio.sleep(0.02)
+        return pb.MoveLeaderResponse(header=self.header(0))
 
     async def Defragment(self, request: pb.DefragmentRequest, context: Any) -> pb.DefragmentResponse:
         await self._admin(context)
@@ -127,17 +158,76 @@ class MaintenanceService(ServiceBase, pb_grpc.MaintenanceServicer):
 
 
 class ClusterService(ServiceBase, pb_grpc.ClusterServicer):
+    def __init__(self, runtime: Runtime, guard: AuthGuard) -> None:
+        super().__init__(runtime)
+        self.guard = guard
+
     async def MemberList(self, request: pb.MemberListRequest, context: Any) -> pb.MemberListResponse:
-        info = self.rt.config.member
-        member = pb.Member(
-            ID=info.id,
-            name=info.name,
-            peerURLs=list(info.peer_urls),
-            clientURLs=list(info.client_urls),
-            isLearner=info.is_learner,
-        )
-        # etcd fills only the ids and the term in a MemberList header, no revision.
-        return pb.MemberListResponse(header=self.header(0), members=[member])
+        # etcd fills only the ids and the term in a Cluster header, no revision.
+        return pb.MemberListResponse(header=self.header(0), members=self._members())
+
+    def _strict(self) -> bool:
+        return self.rt.config.strict_reconfig_check
+
+    def _voters(self) -> int:
+        return sum(1 for m in self.rt.status.members if not m.is_learner)
+
+    def _members(self) -> list[pb.Member]:
+        return [convert.member(m) for m in self.rt.status.members or (self.rt.config.member,)]
+
+    async def _change(self, req: MemberRequest, context: Any) -> MemberResponse:
+        try:
+            await self.guard.admin(context)
+        except EtcdError as e:
+            await abort(context, e)
+        result = await self.rt.write(req)
+        if isinstance(result, EtcdError):
+            await abort(context, result)
+        assert isinstance(result, MemberAddResponse | MemberChangeResponse)
+        return result
+
+    async def MemberAdd(self, request: pb.MemberAddRequest, context: Any) -> pb.MemberAddResponse:
+        urls = tuple(request.peerURLs)
+        if not urls or not all(valid_peer_url(u) for u in urls):
+            await abort(context, EtcdError(errors.MEMBER_BAD_URLS))
+        # etcd's NewMember: the id hashes the peer URLs, the cluster token and the time.
+        new_id = member_id(list(urls), self.rt.cluster_token, int(time.time()))
+        if self._strict() and self.rt.connected_voters(time.monotonic() - HEALTH_INTERVAL) < self._voters():
+            await abort(context, EtcdError(errors.UNHEALTHY))
+        r = await self._change(MemberAddRequest(urls, request.isLearner, new_id), context)
+        assert isinstance(r, MemberAddResponse)
+        return pb.MemberAddResponse(header=self.header(0), member=convert.member(r.member), members=self._members())
+
+    async def MemberRemove(self, request: pb.MemberRemoveRequest, context: Any) -> pb.MemberRemoveResponse:
+        # etcd keeps a quorum of connected voters after the removal.
+        active = self.rt.connected_voters(time.monotonic() - HEALTH_INTERVAL)
+        if self._strict() and active - 1 < 1 + (self._voters() - 1) // 2:
+            await abort(context, EtcdError(errors.UNHEALTHY))
+        await self._change(MemberRemoveRequest(request.ID), context)
+        return pb.MemberRemoveResponse(header=self.header(0), members=self._members())
+
+    async def MemberUpdate(self, request: pb.MemberUpdateRequest, context: Any) -> pb.MemberUpdateResponse:
+        urls = tuple(request.peerURLs)
+        if not urls or not all(valid_peer_url(u) for u in urls):
+            await abort(context, EtcdError(errors.MEMBER_BAD_URLS))
+        await self._change(MemberUpdateRequest(request.ID, urls), context)
+        return pb.MemberUpdateResponse(header=self.header(0), members=self._members())
+
+    async def MemberPromote(self, request: pb.MemberPromoteRequest, context: Any) -> pb.MemberPromoteResponse:
+        await self._change(MemberPromoteRequest(request.ID), context)
+        return pb.MemberPromoteResponse(header=self.header(0), members=self._members())
+
+
+# etcd's HealthInterval: a member counts as connected once its stream is up this long.
+HEALTH_INTERVAL = 5.0
+
+
+def valid_peer_url(url: str) -> bool:
+    """etcd's types.NewURLs: http(s)://host:port with nothing after the port."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port is not None and (
+        parts.path in ("", "/") and not parts.query and not parts.fragment
+    )
 
 
 class HealthService(health_pb2_grpc.HealthServicer):
@@ -172,7 +262,7 @@ def register(
     adders: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
         (pb_grpc.add_KVServicer_to_server, KVService(runtime, guard)),
         (pb_grpc.add_MaintenanceServicer_to_server, MaintenanceService(runtime, guard)),
-        (pb_grpc.add_ClusterServicer_to_server, ClusterService(runtime)),
+        (pb_grpc.add_ClusterServicer_to_server, ClusterService(runtime, guard)),
         (health_pb2_grpc.add_HealthServicer_to_server, HealthService(runtime)),
         (pb_grpc.add_LeaseServicer_to_server, LeaseService(runtime, guard)),
         (pb_grpc.add_AuthServicer_to_server, AuthService(runtime, guard, bcrypt_cost)),

@@ -149,3 +149,75 @@ class Raft:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class MembershipStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Members = channel.unary_unary(
+                '/rusdraftpb.Membership/Members',
+                request_serializer=rusdraftpb_dot_raft__pb2.MembersRequest.SerializeToString,
+                response_deserializer=rusdraftpb_dot_raft__pb2.MembersResponse.FromString,
+                _registered_method=True)
+
+
+class MembershipServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Members(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MembershipServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=rusdraftpb_dot_raft__pb2.MembersRequest.FromString,
+                    response_serializer=rusdraftpb_dot_raft__pb2.MembersResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'rusdraftpb.Membership', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('rusdraftpb.Membership', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Membership:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rusdraftpb.Membership/Members',
+            rusdraftpb_dot_raft__pb2.MembersRequest.SerializeToString,
+            rusdraftpb_dot_raft__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,240 @@
+"""Real rusd clusters on loopback, driven like etcd clusters (and compared with etcd 3.4
+ones where the outcome is comparable): formation, writes and linearizable reads through
+every member, kill -9 of the leader, catch-up by snapshot, membership changes, leader
+transfer, and a five-member cluster losing two members."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.cluster.harness import Cluster, get, hash_kv, put
+from tests.servers import etcdctl
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    yield c
+    c.stop_all()
+
+
+def member_list_shape(c: Cluster, endpoint: str) -> list[str]:
+    """`member list` with this cluster's ports replaced by the member names, once every
+    member has published its client URLs."""
+    deadline = time.monotonic() + 30
+    out = etcdctl(endpoint, "member", "list").stdout
+    while ", , " in out and time.monotonic() < deadline:
+        time.sleep(0.1)
+        out = etcdctl(endpoint, "member", "list").stdout
+    for node in c.nodes.values():
+        out = out.replace(str(node.client_port), f"<{node.name}-client>").replace(
+            str(node.peer_port), f"<{node.name}-peer>"
+        )
+    return sorted(out.splitlines())
+
+
+def test_three_members_form_a_cluster_like_etcd_and_serve_from_every_member(tmp_path: Path) -> None:
+    etcd = Cluster(tmp_path, kind="etcd").start_all(3)
+    try:
+        ports = {name: (n.client_port, n.peer_port) for name, n in etcd.nodes.items()}
+        etcd_members = member_list_shape(etcd, etcd.nodes["m1"].endpoint)
+    finally:
+        etcd.stop_all()
+    # the same flags and ports: the same member and cluster ids, the same list
+    rusd = Cluster(tmp_path, kind="rusd")
+    for name, pair in ports.items():
+        rusd.add_node(name, pair)
+    try:
+        for node in rusd.nodes.values():
+            rusd.start(node, wait=False)
+        for node in rusd.nodes.values():
+            assert node.process is not None
+            node.process.wait_ready(60)
+        rusd.leader()
+        assert member_list_shape(rusd, rusd.nodes["m2"].endpoint) == etcd_members
+        for i, node in enumerate(rusd.nodes.values()):
+            put(node.endpoint, b"k%d" % i, b"v%d" % i)
+        # a linearizable read on any member sees every acknowledged write
+        for node in rusd.nodes.values():
+            assert get(node.endpoint, b"k", prefix=True) == [(b"k0", b"v0"), (b"k1", b"v1"), (b"k2", b"v2")]
+        statuses = rusd.converged()
+        assert sum(1 for s in statuses if s.leader == s.header.member_id) == 1
+        assert len({s.raftIndex for s in statuses}) == 1
+        assert len({hash_kv(n.endpoint) for n in rusd.nodes.values()}) == 1
+    finally:
+        rusd.stop_all()
+
+
+def test_kill9_of_the_leader_during_writes_loses_no_acknowledged_write(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    acked: list[bytes] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            key = b"w%06d" % n
+            for endpoint in cluster.endpoints():
+                try:
+                    put(endpoint, key, b"x", timeout=3)
+                    acked.append(key)
+                    break
+                except grpc.RpcError:
+                    continue
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while len(acked) < 50:
+            stop.wait(0.05)
+        leader = cluster.leader()
+        assert leader.process is not None
+        leader.process.kill()
+        before = len(acked)
+        new_leader = cluster.leader()
+        assert new_leader is not leader
+        while len(acked) < before + 50:  # the cluster takes writes again
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    cluster.start(leader)  # the killed member restarts from its disk and catches up
+    cluster.converged()
+    for node in cluster.nodes.values():
+        got = {k for k, _ in get(node.endpoint, b"w", serializable=True, prefix=True)}
+        assert set(acked) <= got, f"{node.name} lost {sorted(set(acked) - got)[:5]}"
+    assert len({hash_kv(n.endpoint) for n in cluster.nodes.values()}) == 1
+
+
+def test_a_member_behind_the_compacted_log_catches_up_by_snapshot(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, extra=("--snapshot-count", "20", "--experimental-snapshot-catchup-entries", "5"))
+    try:
+        c.start_all(3)
+        lagging = c.nodes["m3"]
+        assert lagging.process is not None
+        lagging.process.kill()
+        leader = c.leader()
+        for i in range(120):
+            put(leader.endpoint, b"s%03d" % i, b"v%d" % i)
+        c.start(lagging)
+        c.converged()
+        assert get(lagging.endpoint, b"s", serializable=True, prefix=True)[-1] == (b"s119", b"v119")
+        assert "installed a snapshot" in lagging.process.log()
+        assert len({hash_kv(n.endpoint) for n in c.nodes.values()}) == 1
+        # and it goes on replicating from the log
+        put(leader.endpoint, b"after", b"1")
+        c.converged()
+        assert get(lagging.endpoint, b"after", serializable=True) == [(b"after", b"1")]
+    finally:
+        c.stop_all()
+
+
+def when_healthy(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a membership change once every voter has been connected for etcd's health
+    interval (5 s): before that etcd and rusd both answer "unhealthy cluster"."""
+    deadline = time.monotonic() + 30
+    while True:
+        out = etcdctl(endpoint, *args, check=False)
+        if "etcdserver: unhealthy cluster" not in out.stderr or time.monotonic() > deadline:
+            assert out.returncode == 0, out.stderr
+            return out
+        time.sleep(0.5)
+
+
+def _id_of(c: Cluster, name: str) -> str:
+    for line in etcdctl(c.endpoints()[0], "member", "list").stdout.splitlines():
+        if f", {name}, " in line or line.split(", ")[2:3] == [name]:
+            return line.split(",")[0]
+    raise AssertionError(f"{name} not listed")
+
+
+def test_member_add_learner_promote_move_leader_and_remove(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    put(cluster.nodes["m1"].endpoint, b"before", b"1")
+    new = cluster.add_node("m4")
+    out = when_healthy(cluster.nodes["m1"].endpoint, "member", "add", "m4", f"--peer-urls={new.peer_url}", "--learner")
+    assert re.match(r"Member [0-9a-f]+ added to cluster [0-9a-f]+", out.stdout)
+    assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in out.stdout
+    cluster.start(new, state="existing")
+    assert get(new.endpoint, b"before", serializable=True) == [(b"before", b"1")]
+    listed = "\n".join(member_list_shape(cluster, cluster.nodes["m2"].endpoint))  # once m4 published
+    assert re.search(r", started, m4, http://127\.0\.0\.1:<m4-peer>, http://127\.0\.0\.1:<m4-client>, true", listed)
+    # a learner cannot be moved to, nor promoted twice
+    new_id = _id_of(cluster, "m4")
+    out = etcdctl(cluster.nodes["m1"].endpoint, "member", "promote", new_id)
+    assert out.stdout.strip() == f"Member {new_id} promoted in cluster {out.stdout.split()[-1]}"
+    refused = etcdctl(cluster.nodes["m1"].endpoint, "member", "promote", new_id, check=False)
+    assert "etcdserver: can only promote a learner member" in refused.stderr
+    leader = cluster.leader()
+    moved = etcdctl(leader.endpoint, "move-leader", new_id)
+    assert f"to {new_id}" in moved.stdout
+    assert cluster.leader() is new
+    # remove a former member: it stops, the others go on
+    old = cluster.nodes["m1"]
+    old_id = _id_of(cluster, "m1")
+    when_healthy(new.endpoint, "member", "remove", old_id)
+    assert old.process is not None and old.process.proc is not None
+    assert old.process.proc.wait(timeout=30) == 0
+    assert "permanently removed" in old.process.log()
+    put(new.endpoint, b"after", b"2")
+    assert [n.split(", ")[2] for n in etcdctl(new.endpoint, "member", "list").stdout.splitlines()] == sorted(
+        ["m2", "m3", "m4"], key=lambda name: _id_of(cluster, name)
+    )
+
+
+def test_membership_errors_match_etcd(tmp_path: Path) -> None:
+    outputs: dict[str, list[str]] = {}
+    for kind in ("etcd", "rusd"):
+        c = Cluster(tmp_path / kind, kind=kind)
+        (tmp_path / kind).mkdir()
+        try:
+            c.start_all(3)
+            ep = c.nodes["m1"].endpoint
+            unhealthy = etcdctl(ep, "member", "add", "x", "--peer-urls=http://127.0.0.1:2", check=False)
+            assert "etcdserver: unhealthy cluster" in unhealthy.stderr  # connected for less than 5 s
+            time.sleep(6)
+            runs = [
+                etcdctl(ep, "member", "remove", "1234", check=False),
+                etcdctl(ep, "member", "promote", _id_of(c, "m2"), check=False),
+                etcdctl(ep, "member", "add", "x", f"--peer-urls={c.nodes['m2'].peer_url}", check=False),
+                etcdctl(ep, "member", "add", "x", "--peer-urls=notaurl", check=False),
+                etcdctl(ep, "member", "update", "1234", "--peer-urls=http://127.0.0.1:1", check=False),
+            ]
+            # etcdctl's own retry log lines carry times and client ids: keep its verdict
+            outputs[kind] = [
+                f"{r.returncode} {[line for line in r.stderr.splitlines() if line.startswith('Error')]}"
+                for r in runs
+            ]
+        finally:
+            c.stop_all()
+    assert outputs["rusd"] == outputs["etcd"]
+
+
+def test_five_members_tolerate_two_failures(cluster: Cluster) -> None:
+    cluster.start_all(5)
+    leader = cluster.leader()
+    others = [n for n in cluster.nodes.values() if n is not leader]
+    for node in (leader, others[0]):
+        assert node.process is not None
+        node.process.kill()
+    survivor = others[1]
+    # a write forwarded to the dead leader times out (as in etcd); clients retry
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            put(survivor.endpoint, b"k", b"still", timeout=10)
+            break
+        except grpc.RpcError as e:
+            assert e.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, e
+    assert cluster.leader() in others[1:]
+    for node in others[1:]:
+        assert get(node.endpoint, b"k") == [(b"k", b"still")]
