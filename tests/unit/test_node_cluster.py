@@ -305,7 +305,7 @@ def test_member_add_learner_catch_up_promote_and_remove() -> None:
     assert isinstance(removed, MemberChangeResponse)
     assert [m.id for m in removed.members] == [1, 3, 4]
     assert peers.members[2].removed and not peers.members[1].removed
-    assert add(peers, 1, MemberAddRequest(("http://m9:2380",), id=2)) == EtcdError(errors.MEMBER_EXIST)
+    assert add(peers, 1, MemberAddRequest(("http://m9:2380",), True, id=2)) == EtcdError(errors.MEMBER_EXIST)
     # the list survives a restart
     peers.members[3] = peers.start(3)
     assert [m.id for m in peers.members[3].members()] == [1, 3, 4]
