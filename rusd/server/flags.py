@@ -589,6 +589,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
         "Number of entries for a slow follower to catch-up after compacting the raft storage entries "
         "(etcd 3.5's flag; rusd accepts it too).",
         impl=True,
+        hidden=True,
     ),
     _f(
         "experimental-warning-apply-duration",
