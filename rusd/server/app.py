@@ -15,7 +15,7 @@ from rusd.core import codec
 from rusd.core.compactor import CompactionPolicy
 from rusd.core.membership import cluster_id, member_id
 from rusd.core.node import MemberConfig, MemberInfo
-from rusd.server import logs, services
+from rusd.server import logs, services, tls
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap
 from rusd.server.interceptors import UnmarshalErrors
 from rusd.server.runtime import Runtime
@@ -121,6 +121,10 @@ def member_config(config: ServerConfig, identity: Identity) -> MemberConfig:
 
 
 async def serve(config: ServerConfig) -> None:
+    try:
+        server_tls = tls.prepare(config)
+    except tls.TLSError as e:
+        raise ConfigError(str(e)) from None
     store = open_store(config)
     try:
         identity = load_identity(store, config)
@@ -130,19 +134,23 @@ async def serve(config: ServerConfig) -> None:
             max_request_bytes=config.max_request_bytes,
             tick_interval=config.heartbeat_interval_ms / 1000,
         )
-        await _serve(config, runtime)
+        await _serve(config, runtime, server_tls)
     finally:
         store.close()
 
 
-async def _serve(config: ServerConfig, runtime: Runtime) -> None:
+async def _serve(config: ServerConfig, runtime: Runtime, server_tls: tls.ServerTLS) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
     runtime.on_fatal = lambda exc: done.set()
+    client_tls = server_tls.client
+    interceptors: list[grpc.aio.ServerInterceptor] = [UnmarshalErrors()]  # type: ignore[type-arg]
+    if client_tls is not None and client_tls.info.crl_file:
+        interceptors.insert(0, tls.RevocationCheck(tls.RevocationList(client_tls.info.crl_file)))
     server = grpc.aio.server(
-        interceptors=[UnmarshalErrors()],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", config.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2**31 - 1),
@@ -153,10 +161,16 @@ async def _serve(config: ServerConfig, runtime: Runtime) -> None:
     for url in config.listen_client_urls:
         address = f"{url.host}:{url.port}"
         try:
-            server.add_insecure_port(address)
+            if url.is_secure and client_tls is not None:
+                server.add_secure_port(address, client_tls.server_credentials())
+            else:
+                server.add_insecure_port(address)
         except RuntimeError as e:
             raise ConfigError(f"listen tcp {address}: bind: address already in use or not available ({e})") from e
-        log.warning("serving insecure client requests on %s, this is strongly discouraged!", address)
+        if url.is_secure:
+            log.info("serving client requests on %s", address)
+        else:
+            log.warning("serving insecure client requests on %s, this is strongly discouraged!", address)
     runtime.start()
     await server.start()
     info = runtime.config.member
