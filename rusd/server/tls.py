@@ -156,8 +156,10 @@ def fetch_server_certificate(host: str, port: int, timeout: float = 5.0) -> byte
 def self_cert(directory: str, hosts: Sequence[str], *, client_auth: bool = False) -> TLSInfo:
     """etcd's transport.SelfCert: reuse <dir>/cert.pem + key.pem, or create them.
 
-    ECDSA P-521, organisation "etcd", one year, ServerAuth (plus ClientAuth when the
-    certificate is also presented as a client, i.e. by peers), SANs from `hosts`.
+    Organisation "etcd", one year, ServerAuth (plus ClientAuth when the certificate is
+    also presented as a client, i.e. by peers), SANs from `hosts`. ECDSA P-256 where
+    etcd uses P-521: gRPC's BoringSSL client offers no P-521 signature algorithm, so a
+    P-521 certificate would lock out every gRPC client, rusd's own peers included.
     """
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -176,7 +178,7 @@ def self_cert(directory: str, hosts: Sequence[str], *, client_auth: bool = False
 
 
 def _generate_self_signed(hosts: Sequence[str], client_auth: bool) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP521R1())
+    key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])
     names: list[x509.GeneralName] = []
@@ -206,7 +208,7 @@ def _generate_self_signed(hosts: Sequence[str], client_auth: bool) -> tuple[byte
     )
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    cert = builder.sign(key, hashes.SHA512())
+    cert = builder.sign(key, hashes.SHA256())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
