@@ -254,18 +254,17 @@ def prepare(config: ServerConfig) -> ServerTLS:
     client_info = _auto(config.client_tls, config.client_auto_tls, os.path.join(fixtures, "client"),
                         config.listen_client_urls, "client", peer=False)
     peer = None if peer_info.empty else load(peer_info)
-    client: TLSMaterial | None = None
     for url in config.listen_client_urls:
         if url.is_secure:
-            client = load(client_info)
-            break
+            continue
         if not client_info.empty:
             log.warning("scheme is HTTP while key and cert files are present; ignoring key and cert files "
                         "(client-url %s)", url)
         if client_info.client_cert_auth:
             log.warning("scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth "
                         "for this URL (client-url %s)", url)
-    return ServerTLS(client=client, peer=peer)
+    secure = any(url.is_secure for url in config.listen_client_urls)
+    return ServerTLS(client=load(client_info) if secure else None, peer=peer)
 
 
 # --------------------------------------------------------------------------- CRL

@@ -270,6 +270,19 @@ def test_mtls_gives_the_verified_common_name(pki: PKI) -> None:
     assert seen.names == ["alice"]
 
 
+def test_client_cert_auth_without_a_ca_trusts_only_the_system_roots(pki: PKI) -> None:
+    material = tls.load(info(pki, client_cert_auth=True))
+    seen = _Seen()
+
+    async def scenario(endpoint: str) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await _who(endpoint, _creds(pki, pki.client))  # our test CA is no system root
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    _serve(material, seen, scenario)
+    assert seen.names == []
+
+
 def test_no_client_certificate_no_common_name(pki: PKI) -> None:
     seen = _Seen()
 
