@@ -161,7 +161,8 @@ async def _serve(config: ServerConfig, runtime: Runtime, server_tls: tls.ServerT
     for url in config.listen_client_urls:
         address = f"{url.host}:{url.port}"
         try:
-            if url.is_secure and client_tls is not None:
+            if url.is_secure:
+                assert client_tls is not None  # tls.prepare loads it whenever a URL is https
                 server.add_secure_port(address, client_tls.server_credentials())
             else:
                 server.add_insecure_port(address)
