@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -26,16 +27,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def plain_probe(endpoint: str) -> None:
+    with grpc.insecure_channel(endpoint) as ch:
+        pb_grpc.KVStub(ch).Range(pb.RangeRequest(key=b"health"), timeout=1)
+
+
 class ServerProcess:
     """A server we started; we stop it by its own pid only."""
 
     def __init__(self, argv: list[str], endpoint: str, data_dir: Path, log_path: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, probe: Callable[[str], None] | None = None) -> None:
         self.argv = argv
         self.endpoint = endpoint
         self.data_dir = data_dir
         self.log_path = log_path
         self.env = env
+        self.probe = probe or plain_probe  # raises grpc.RpcError / OSError until the server answers
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
@@ -57,10 +64,9 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with grpc.insecure_channel(self.endpoint) as ch:
-                    pb_grpc.KVStub(ch).Range(pb.RangeRequest(key=b"health"), timeout=1)
+                self.probe(self.endpoint)
                 return
-            except grpc.RpcError:
+            except (grpc.RpcError, OSError):
                 time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
 
@@ -85,38 +91,39 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def rusd(tmp: Path, *extra: str, data_dir: Path | None = None) -> ServerProcess:
+def rusd(tmp: Path, *extra: str, data_dir: Path | None = None, scheme: str = "http",
+         probe: Callable[[str], None] | None = None) -> ServerProcess:
     port, peer = free_port(), free_port()
     data_dir = data_dir or tmp / "rusd.data"
     argv = [
         sys.executable, "-m", "rusd",
         "--name", "default",
         "--data-dir", str(data_dir),
-        "--listen-client-urls", f"http://127.0.0.1:{port}",
-        "--advertise-client-urls", f"http://127.0.0.1:{port}",
+        "--listen-client-urls", f"{scheme}://127.0.0.1:{port}",
+        "--advertise-client-urls", f"{scheme}://127.0.0.1:{port}",
         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
         "--initial-cluster", f"default=http://127.0.0.1:{peer}",
         *extra,
     ]
-    return ServerProcess(argv, f"127.0.0.1:{port}", data_dir, tmp / "rusd.log")
+    return ServerProcess(argv, f"127.0.0.1:{port}", data_dir, tmp / "rusd.log", probe=probe)
 
 
-def etcd(tmp: Path, *extra: str) -> ServerProcess:
+def etcd(tmp: Path, *extra: str, scheme: str = "http", probe: Callable[[str], None] | None = None) -> ServerProcess:
     port, peer = free_port(), free_port()
     data_dir = tmp / "etcd.data"
     argv = [
         ETCD,
         "--name", "default",
         "--data-dir", str(data_dir),
-        "--listen-client-urls", f"http://127.0.0.1:{port}",
-        "--advertise-client-urls", f"http://127.0.0.1:{port}",
+        "--listen-client-urls", f"{scheme}://127.0.0.1:{port}",
+        "--advertise-client-urls", f"{scheme}://127.0.0.1:{port}",
         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
         "--initial-cluster", f"default=http://127.0.0.1:{peer}",
         *extra,
     ]
-    return ServerProcess(argv, f"127.0.0.1:{port}", data_dir, tmp / "etcd.log")
+    return ServerProcess(argv, f"127.0.0.1:{port}", data_dir, tmp / "etcd.log", probe=probe)
 
 
 def etcdctl(

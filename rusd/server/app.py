@@ -18,7 +18,7 @@ from rusd.core.compactor import CompactionPolicy
 from rusd.core.errors import EtcdError
 from rusd.core.membership import cluster_id, member_id
 from rusd.core.node import MemberConfig
-from rusd.server import auth_tokens, logs, services
+from rusd.server import auth_tokens, logs, services, tls
 from rusd.server.auth_guard import AuthGuard
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap, verify_join_existing
 from rusd.server.interceptors import UnmarshalErrors
@@ -133,6 +133,14 @@ def member_config(config: ServerConfig, identity: Identity) -> MemberConfig:
 
 
 async def serve(config: ServerConfig) -> None:
+    try:
+        server_tls = tls.prepare(config)
+    except tls.TLSError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        tokens = auth_tokens.provider(config.auth_token, float(config.auth_token_ttl))
+    except auth_tokens.TokenError as e:
+        raise ConfigError(f"--auth-token: {e}") from None
     store = open_store(config)
     try:
         identity, joined = await load_identity(store, config)
@@ -145,29 +153,35 @@ async def serve(config: ServerConfig) -> None:
             join=not config.is_new_cluster,
             cluster_token=config.initial_cluster_token,
         )
-        await _serve(config, runtime, joined)
+        await _serve(config, runtime, server_tls, tokens, joined)
     finally:
         store.close()
 
 
-async def _serve(config: ServerConfig, runtime: Runtime, joined: tuple[MemberInfo, ...] = ()) -> None:
+async def _serve(
+    config: ServerConfig,
+    runtime: Runtime,
+    server_tls: tls.ServerTLS,
+    tokens: auth_tokens.TokenProvider,
+    joined: tuple[MemberInfo, ...] = (),
+) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
     runtime.on_fatal = lambda exc: done.set()
+    client_tls = server_tls.client
+    interceptors: list[grpc.aio.ServerInterceptor] = [UnmarshalErrors()]  # type: ignore[type-arg]
+    if client_tls is not None and client_tls.info.crl_file:
+        interceptors.insert(0, tls.RevocationCheck(tls.RevocationList(client_tls.info.crl_file)))
     server = grpc.aio.server(
-        interceptors=[UnmarshalErrors()],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", config.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.so_reuseport", 0),
         ]
     )
-    try:
-        tokens = auth_tokens.provider(config.auth_token, float(config.auth_token_ttl))
-    except auth_tokens.TokenError as e:
-        raise ConfigError(f"--auth-token: {e}") from None
     services.register(
         server,
         runtime,
@@ -178,11 +192,18 @@ async def _serve(config: ServerConfig, runtime: Runtime, joined: tuple[MemberInf
     for url in config.listen_client_urls:
         address = f"{url.host}:{url.port}"
         try:
-            server.add_insecure_port(address)
+            if url.is_secure:
+                assert client_tls is not None  # tls.prepare loads it whenever a URL is https
+                server.add_secure_port(address, client_tls.server_credentials())
+            else:
+                server.add_insecure_port(address)
         except RuntimeError as e:
             raise ConfigError(f"listen tcp {address}: bind: address already in use or not available ({e})") from e
-        log.warning("serving insecure client requests on %s, this is strongly discouraged!", address)
-    peer_server, transport = _peer_listener(config, runtime, joined)
+        if url.is_secure:
+            log.info("serving client requests on %s", address)
+        else:
+            log.warning("serving insecure client requests on %s, this is strongly discouraged!", address)
+    peer_server, transport = _peer_listener(config, runtime, joined, server_tls.peer)
     runtime.start()
     await peer_server.start()
     await server.start()
@@ -200,16 +221,18 @@ async def _serve(config: ServerConfig, runtime: Runtime, joined: tuple[MemberInf
 
 
 def _peer_listener(
-    config: ServerConfig, runtime: Runtime, joined: tuple[MemberInfo, ...]
+    config: ServerConfig, runtime: Runtime, joined: tuple[MemberInfo, ...], peer_tls: tls.TLSMaterial | None
 ) -> tuple[grpc.aio.Server, PeerTransport]:
     """The peer server on --listen-peer-urls and the transport to the other members
-    (those it knows, or, joining, those the cluster told it of)."""
+    (those it knows, or, joining, those the cluster told it of); with the --peer-* TLS
+    flags, both sides use the peer certificate."""
     me = runtime.config.member.id
     known = runtime.status.members or joined
     peers = {m.id: m.peer_urls[0] for m in known if m.id != me and m.peer_urls}
     transport = PeerTransport(
         me, runtime.config.cluster_id, peers, runtime.step, runtime.receive_snapshot, runtime.unreachable,
         snapshot_dir=os.path.join(os.path.dirname(runtime.store.path), "snap-in"),
+        credentials=peer_tls.channel_credentials() if peer_tls is not None else None,
     )
     runtime.transport = transport
     server = grpc.aio.server(options=[*PEER_SERVER_OPTIONS, ("grpc.so_reuseport", 0)])
@@ -220,7 +243,10 @@ def _peer_listener(
     for url in config.listen_peer_urls:
         address = f"{url.host}:{url.port}"
         try:
-            server.add_insecure_port(address)
+            if url.is_secure and peer_tls is not None:
+                server.add_secure_port(address, peer_tls.server_credentials())
+            else:
+                server.add_insecure_port(address)
         except RuntimeError as e:
             raise ConfigError(f"listen tcp {address}: bind: address already in use or not available ({e})") from e
     return server, transport

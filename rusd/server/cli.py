@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import rusd
 from rusd.server import flags as flagcat
 from rusd.server.config import ConfigError, build_config, parse_command_line, warn_to_stderr
+from rusd.server.tls_settings import export_cipher_suites
 
 USAGE = """Usage:
 
@@ -100,6 +101,8 @@ def run_cli(argv: Sequence[str]) -> int:
             print(f"rusd: error verifying flags, {e.message}. See 'rusd --help'.", file=sys.stderr)
         return e.exit_code
 
+    # gRPC core reads its cipher list once, when it loads: export it before importing it.
+    export_cipher_suites(config.cipher_suites, os.environ, grpc_loaded="grpc" in sys.modules)
     from rusd.server.app import run
 
     try:

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 from rusd.server import flags as flagcat
 from rusd.server.flags import FlagSpec, Kind
+from rusd.server.tls_settings import NO_TLS, TLSInfo, grpc_cipher_list
 
 Warn = Callable[[str], None]
 Value = str | bool | int | tuple[str, ...]
@@ -225,6 +226,11 @@ class ServerConfig:
     auth_token: str = "simple"  # "simple" or "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=..."
     auth_token_ttl: int = 300  # seconds a simple token lives unused
     bcrypt_cost: int = 10
+    client_tls: TLSInfo = NO_TLS  # --cert-file, --key-file, --trusted-ca-file, ...
+    peer_tls: TLSInfo = NO_TLS  # --peer-cert-file, --peer-key-file, ...
+    client_auto_tls: bool = False
+    peer_auto_tls: bool = False
+    cipher_suites: tuple[str, ...] = ()  # Go names, validated (see rusd.server.tls_settings)
 
     @property
     def initial_cluster_members(self) -> dict[str, tuple[URL, ...]]:
@@ -594,6 +600,11 @@ def build_config(cmd: CommandLine, env: Mapping[str, str], *, warn: Warn = warn_
         assert isinstance(v, tuple)
         return tuple(parse_url(x) for x in v)
 
+    def b(name: str) -> bool:
+        v = values[name]
+        assert isinstance(v, bool)
+        return v
+
     def strs(name: str) -> tuple[str, ...]:
         v = values[name]
         assert isinstance(v, tuple)
@@ -637,17 +648,32 @@ def build_config(cmd: CommandLine, env: Mapping[str, str], *, warn: Warn = warn_
     if name != DEFAULT_NAME and initial_cluster == DEFAULT_INITIAL_CLUSTER:
         initial_cluster = initial_cluster_from_name(name, apurls)
     data_dir = s("data-dir") or f"{name}.etcd"
+    client_tls = TLSInfo(
+        cert_file=s("cert-file"),
+        key_file=s("key-file"),
+        trusted_ca_file=s("trusted-ca-file"),
+        client_cert_auth=b("client-cert-auth"),
+        crl_file=s("client-crl-file"),
+    )
+    peer_tls = TLSInfo(
+        cert_file=s("peer-cert-file"),
+        key_file=s("peer-key-file"),
+        trusted_ca_file=s("peer-trusted-ca-file"),
+        client_cert_auth=b("peer-client-cert-auth"),
+        crl_file=s("peer-crl-file"),
+    )
+    cipher_suites = strs("cipher-suites")
+    try:
+        grpc_cipher_list(cipher_suites)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for url in lpurls:
-        if url.is_secure:
-            raise ConfigError(
-                f"cannot listen on TLS for {url.host}:{url.port}: KeyFile and CertFile are not presented"
-                " (TLS is not implemented yet in rusd)"
-            )
+        if url.is_secure and peer_tls.empty and not b("peer-auto-tls"):
+            raise ConfigError(f"cannot listen on TLS for {url.host}:{url.port}: KeyFile and CertFile are not presented")
     for url in lcurls:
-        if url.is_secure:
+        if url.is_secure and client_tls.empty and not b("auto-tls"):
             raise ConfigError(
-                f"TLS key/cert (--cert-file, --key-file) must be provided for client url {url} "
-                "with HTTPS scheme (TLS is not implemented yet in rusd)"
+                f"TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
             )
     try:
         parse_initial_cluster(initial_cluster)
@@ -682,6 +708,11 @@ def build_config(cmd: CommandLine, env: Mapping[str, str], *, warn: Warn = warn_
         auth_token=s("auth-token"),
         auth_token_ttl=n("auth-token-ttl"),
         bcrypt_cost=_bcrypt_cost(n("bcrypt-cost"), warn),
+        client_tls=client_tls,
+        peer_tls=peer_tls,
+        client_auto_tls=b("auto-tls"),
+        peer_auto_tls=b("peer-auto-tls"),
+        cipher_suites=cipher_suites,
     )
 
 

@@ -353,10 +353,10 @@ _FLAGS: tuple[FlagSpec, ...] = (
     ),
     _f("enable-v2", B, "false", CLUSTERING, "Accept etcd V2 client requests."),
     # --- Security
-    _f("cert-file", S, "", SECURITY, "Path to the client server TLS cert file."),
-    _f("key-file", S, "", SECURITY, "Path to the client server TLS key file."),
-    _f("client-cert-auth", B, "false", SECURITY, "Enable client cert authentication."),
-    _f("client-crl-file", S, "", SECURITY, "Path to the client certificate revocation list file."),
+    _f("cert-file", S, "", SECURITY, "Path to the client server TLS cert file.", impl=True),
+    _f("key-file", S, "", SECURITY, "Path to the client server TLS key file.", impl=True),
+    _f("client-cert-auth", B, "false", SECURITY, "Enable client cert authentication.", impl=True),
+    _f("client-crl-file", S, "", SECURITY, "Path to the client certificate revocation list file.", impl=True),
     _f(
         "client-cert-allowed-hostname",
         S,
@@ -364,12 +364,12 @@ _FLAGS: tuple[FlagSpec, ...] = (
         SECURITY,
         "Allowed TLS hostname for client cert authentication.",
     ),
-    _f("trusted-ca-file", S, "", SECURITY, "Path to the client server TLS trusted CA cert file."),
-    _f("auto-tls", B, "false", SECURITY, "Client TLS using generated certificates."),
-    _f("peer-cert-file", S, "", SECURITY, "Path to the peer server TLS cert file."),
-    _f("peer-key-file", S, "", SECURITY, "Path to the peer server TLS key file."),
-    _f("peer-client-cert-auth", B, "false", SECURITY, "Enable peer client cert authentication."),
-    _f("peer-trusted-ca-file", S, "", SECURITY, "Path to the peer server TLS trusted CA file."),
+    _f("trusted-ca-file", S, "", SECURITY, "Path to the client server TLS trusted CA cert file.", impl=True),
+    _f("auto-tls", B, "false", SECURITY, "Client TLS using generated certificates.", impl=True),
+    _f("peer-cert-file", S, "", SECURITY, "Path to the peer server TLS cert file.", impl=True),
+    _f("peer-key-file", S, "", SECURITY, "Path to the peer server TLS key file.", impl=True),
+    _f("peer-client-cert-auth", B, "false", SECURITY, "Enable peer client cert authentication.", impl=True),
+    _f("peer-trusted-ca-file", S, "", SECURITY, "Path to the peer server TLS trusted CA file.", impl=True),
     _f(
         "peer-cert-allowed-cn",
         S,
@@ -390,8 +390,9 @@ _FLAGS: tuple[FlagSpec, ...] = (
         "false",
         SECURITY,
         "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided.",
+        impl=True,
     ),
-    _f("peer-crl-file", S, "", SECURITY, "Path to the peer certificate revocation list file."),
+    _f("peer-crl-file", S, "", SECURITY, "Path to the peer certificate revocation list file.", impl=True),
     _f(
         "cipher-suites",
         Kind.STRINGS,
@@ -399,6 +400,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
         SECURITY,
         "Comma-separated list of supported TLS cipher suites between client/server and peers "
         "(empty will be auto-populated by Go).",
+        impl=True,
     ),
     _f(
         "cors",

@@ -13,7 +13,7 @@ import pytest
 CASES: dict[str, tuple[list[str], int, tuple[str, ...]]] = {
     "max-txn-ops-not-a-number": (["--max-txn-ops", "abc"], 2, ("-max-txn-ops", '"abc"')),
     "max-txn-ops-out-of-range": (["--max-txn-ops=99999999999999999999999"], 2, ("-max-txn-ops",)),
-    "auth-token-jwt-not-implemented": (["--auth-token", "jwt"], 1, ("--auth-token", "not implemented")),
+    "auth-token-jwt-without-keys": (["--auth-token", "jwt"], 1, ("--auth-token", "invalid auth signature method")),
     "listen-client-url-without-scheme": (
         ["--listen-client-urls", "127.0.0.1:2379"],
         2,
