@@ -47,6 +47,7 @@ from rusd.core.node import (
     unapplied_entries,
 )
 from rusd.core.raft import Message, MessageType, RaftError
+from rusd.server.forward import LeaderForwarder
 from rusd.server.peer import PeerTransport
 from rusd.storage.lmdb import LmdbStore, LmdbView
 
@@ -137,6 +138,7 @@ class Runtime:
         )
         # Raft messages of durable turns go out through this (None: a member alone).
         self.transport: PeerTransport | None = None
+        self._forwarder = LeaderForwarder()
         # New members' ids hash their peer URLs with this (--initial-cluster-token).
         self.cluster_token = cluster_token
         # etcd's ReqTimeout: how long MoveLeader waits for the new leader.
@@ -178,10 +180,20 @@ class Runtime:
 
     async def local(self, req: LocalRequest) -> Result:
         """A leader-local lease request (keepalive, time-to-live, list): answered by the
-        Member in the writer thread, without a log entry."""
+        Member in the writer thread, without a log entry; a follower forwards it to the
+        leader."""
         result = await self._enqueue(req)
         assert result is not None
+        if isinstance(result, EtcdError) and result.kind is errors.NOT_LEADER:
+            return await self._forwarder.forward(req, self._leader_client_url())
         return result
+
+    def _leader_client_url(self) -> str | None:
+        status = self.status
+        for m in status.members:
+            if m.id == status.leader and m.client_urls:
+                return m.client_urls[0]
+        return None
 
     async def defragment(self) -> None:
         await self._enqueue(_Defragment())
@@ -315,6 +327,7 @@ class Runtime:
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._answer_all(EtcdError(errors.STOPPED))
+        await self._forwarder.close()
         if self._view is not None:
             self._view.close()
             self._view = None

@@ -238,3 +238,29 @@ def test_five_members_tolerate_two_failures(cluster: Cluster) -> None:
     assert cluster.leader() in others[1:]
     for node in others[1:]:
         assert get(node.endpoint, b"k") == [(b"k", b"still")]
+
+
+def test_leases_work_through_followers_and_expire_after_a_leader_change(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    leader = cluster.leader()
+    follower = next(n for n in cluster.nodes.values() if n is not leader)
+    granted = etcdctl(follower.endpoint, "lease", "grant", "6").stdout
+    lease = re.search(r"lease ([0-9a-f]+) granted", granted)
+    assert lease, granted
+    lease_id = lease.group(1)
+    etcdctl(follower.endpoint, "put", "leased", "v", f"--lease={lease_id}")
+    kept = etcdctl(follower.endpoint, "lease", "keep-alive", "--once", lease_id).stdout
+    assert f"lease {lease_id} keepalived with TTL(6)" in kept
+    ttl = etcdctl(follower.endpoint, "lease", "timetolive", lease_id, "--keys").stdout
+    assert f"lease {lease_id} granted with TTL(6s)" in ttl and "attached keys([leased])" in ttl
+    assert lease_id in etcdctl(follower.endpoint, "lease", "list").stdout
+    # the leader dies: the new one gives the lease its TTL again, then expires it
+    assert leader.process is not None
+    leader.process.kill()
+    survivor = cluster.leader()
+    assert get(survivor.endpoint, b"leased") == [(b"leased", b"v")]
+    deadline = time.monotonic() + 30
+    while get(survivor.endpoint, b"leased") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert get(survivor.endpoint, b"leased") == []
+    assert "already expired" in etcdctl(survivor.endpoint, "lease", "timetolive", lease_id).stdout
