@@ -243,6 +243,7 @@ def test_five_members_tolerate_two_failures(cluster: Cluster) -> None:
 def test_leases_work_through_followers_and_expire_after_a_leader_change(cluster: Cluster) -> None:
     cluster.start_all(3)
     leader = cluster.leader()
+    member_list_shape(cluster, leader.endpoint)  # every member published its client URLs
     follower = next(n for n in cluster.nodes.values() if n is not leader)
     granted = etcdctl(follower.endpoint, "lease", "grant", "6").stdout
     lease = re.search(r"lease ([0-9a-f]+) granted", granted)
