@@ -66,6 +66,7 @@ class SimOptions:
     downtime_ms: tuple[int, int] = (100, 4_000)
     fsync_us: tuple[int, int] = (200, 8_000)
     heal_bound_s: float = 30.0  # liveness: everything settles within this after healing
+    heal_max_steps: int = 100_000  # ... and within this many events (a message storm is a liveness failure)
     max_entries_per_msg: int = 64  # small values split catch-up into many appends (and acks)
     max_inflight_msgs: int = 256  # with a small window, catching a follower up takes many round trips
     election_crash: float = 0.0  # probability a member crashes right after persisting a new term/vote
@@ -539,7 +540,8 @@ class Cluster:
             start = self.clock.now_us
             bound = start + int(o.heal_bound_s * US_PER_S)
             waiting: str | None = "not checked yet"
-            while not self.checkers.failed and self.clock.now_us <= bound:
+            last_step = self.counters.steps + o.heal_max_steps
+            while not self.checkers.failed and self.clock.now_us <= bound and self.counters.steps < last_step:
                 self._safe_step()
                 if self.counters.steps % 50 == 0:
                     waiting = self.settled()
@@ -552,7 +554,10 @@ class Cluster:
                     self.checkers.on_liveness(True, "", f"settled {secs:.1f}s after healing")
                     self.checkers.final_registers({i: self.members[i].register.seen for i in self.ids})
                 else:
-                    self.checkers.on_liveness(False, f"not settled {o.heal_bound_s}s after healing: {waiting}")
+                    self.checkers.on_liveness(
+                        False,
+                        f"not settled {o.heal_bound_s}s or {o.heal_max_steps} events after healing: {waiting}",
+                    )
         self.checkers.steps_checked = self.counters.steps
         for line in self.checkers.lines():
             self.record(line)
