@@ -28,6 +28,7 @@ class Checkers:
         self.members = list(members)
         self.quorum = len(self.members) // 2 + 1
         self.verdicts: dict[str, str | None] = dict.fromkeys(CHECKERS)
+        self._failed = False
         self.liveness_checked = False
         self.leader_of_term: dict[int, int] = {}
         self.completeness_checked: set[int] = set()
@@ -48,10 +49,11 @@ class Checkers:
     def fail(self, name: str, message: str) -> None:
         if self.verdicts[name] is None:
             self.verdicts[name] = message
+            self._failed = True
 
     @property
     def failed(self) -> bool:
-        return any(v is not None for v in self.verdicts.values())
+        return self._failed  # read on every step: a flag, not a scan of the verdicts
 
     def sizes(self) -> dict[str, str]:
         """What each checker covered, e.g. election_safety -> "31 terms"."""
