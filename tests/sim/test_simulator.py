@@ -199,3 +199,31 @@ def test_cli_exit_status_on_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = result.output.splitlines()
     assert lines[0] == "seed 0" and len(lines[-1]) == 64
     assert any("check durability: FAIL" in line for line in lines)
+
+
+def test_cli_swarm_mode_prints_a_line_per_seed_and_a_summary() -> None:
+    result = CliRunner().invoke(main, ["--swarm", "--seeds", "3..5", "--steps", "1500"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[:3] for line in lines[:3]] == [["seed", "3", "ok"], ["seed", "4", "ok"], ["seed", "5", "ok"]]
+    assert lines[-1].startswith("summary seeds 3..5 swarm: 3 run, 3 ok, 0 failed")
+    again = CliRunner().invoke(main, ["--swarm", "--seed", "3", "--count", "3", "--steps", "1500"])
+    assert again.output.splitlines()[:3] == lines[:3]  # same seeds, same drawn options, same hashes
+    single = CliRunner().invoke(main, ["--swarm", "--seed", "4", "--steps", "1500"])
+    assert single.output.splitlines()[-1].startswith(lines[1].split("hash ")[1])
+
+
+@pytest.mark.parametrize("bad", [["--seeds", "5..3"], ["--seeds", "x"], ["--seeds", "1..2", "--count", "2"]])
+def test_cli_rejects_bad_seed_ranges(bad: list[str]) -> None:
+    result = CliRunner().invoke(main, bad)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_lists_every_checker_with_what_it_covered() -> None:
+    result = CliRunner().invoke(main, ["--seed", "2", "--steps", "3000"])
+    checks = [line for line in result.output.splitlines() if line.startswith("check ")]
+    assert len(checks) == 8
+    assert all(line.endswith(")") for line in checks), checks
+    terms = next(line for line in checks if line.startswith("check election_safety: ok ("))
+    assert int(terms.split("(")[1].split()[0]) >= 1
