@@ -28,6 +28,7 @@ class Checkers:
         self.members = list(members)
         self.quorum = len(self.members) // 2 + 1
         self.verdicts: dict[str, str | None] = dict.fromkeys(CHECKERS)
+        self._failed = False
         self.liveness_checked = False
         self.leader_of_term: dict[int, int] = {}
         self.completeness_checked: set[int] = set()
@@ -36,26 +37,48 @@ class Checkers:
         self.log_checked: dict[int, int] = dict.fromkeys(self.members, 0)
         self.applied: dict[int, int] = dict.fromkeys(self.members, 0)
         self.acked: dict[str, int] = {}  # request id -> index it took effect at
+        # How much each checker looked at (for the summary: a checker that saw nothing proves nothing).
+        self.entries_matched = 0
+        self.applies_checked = 0
+        self.crashes_checked = 0
+        self.steps_checked = 0  # set by the driver: steps whose errors raft_invariants watched
+        self.liveness_detail = ""
 
     # -- verdicts -------------------------------------------------------------------------------
 
     def fail(self, name: str, message: str) -> None:
         if self.verdicts[name] is None:
             self.verdicts[name] = message
+            self._failed = True
 
     @property
     def failed(self) -> bool:
-        return any(v is not None for v in self.verdicts.values())
+        return self._failed  # read on every step: a flag, not a scan of the verdicts
+
+    def sizes(self) -> dict[str, str]:
+        """What each checker covered, e.g. election_safety -> "31 terms"."""
+        return {
+            "election_safety": f"{len(self.leader_of_term)} terms",
+            "leader_completeness": f"{len(self.completeness_checked)} new leaders",
+            "log_matching": f"{self.entries_matched} committed entries",
+            "state_machine_safety": f"{self.applies_checked} applies",
+            "applied_monotonic": f"{self.applies_checked} applies",
+            "durability": f"{self.crashes_checked} crashes, {len(self.acked)} acked writes",
+            "liveness": self.liveness_detail,
+            "raft_invariants": f"{self.steps_checked} steps",
+        }
 
     def lines(self) -> list[str]:
         out = []
+        sizes = self.sizes()
         for name, v in self.verdicts.items():
+            size = f" ({sizes[name]})" if sizes[name] else ""
             if v is not None:
                 out.append(f"check {name}: FAIL {v}")
             elif name == "liveness" and not self.liveness_checked:
                 out.append(f"check {name}: not run")
             else:
-                out.append(f"check {name}: ok")
+                out.append(f"check {name}: ok{size}")
         return out
 
     # -- safety ---------------------------------------------------------------------------------
@@ -83,6 +106,7 @@ class Checkers:
 
     def on_commit(self, member: int, committed: int, entries_from: int, entries: Sequence[Entry]) -> None:
         """`entries` are the member's log entries from index `entries_from` up to its commit."""
+        self.entries_matched += len(entries)
         for e in entries:
             want = self._committed(e.index, e.term, e.data)
             if want != (e.term, e.data):
@@ -98,6 +122,7 @@ class Checkers:
         self.applied[member] = applied
 
     def on_apply(self, member: int, entry: Entry) -> None:
+        self.applies_checked += 1
         prev = self.applied[member]
         if entry.index != prev + 1:
             self.fail("applied_monotonic", f"member {member} applied {entry.index} after {prev}")
@@ -115,6 +140,7 @@ class Checkers:
     def on_crash(self, member: int, durable_terms: dict[int, list[tuple[int, bytes]]]) -> None:
         """After a crash dropped un-fsynced writes: every committed entry is still on a quorum
         of durable logs (`durable_terms[m]` is member m's durable log as (term, data) pairs)."""
+        self.crashes_checked += 1
         for index, want in sorted(self.committed.items()):
             holders = sum(
                 1 for log in durable_terms.values() if index <= len(log) and log[index - 1] == want
@@ -142,7 +168,8 @@ class Checkers:
                     )
                     return
 
-    def on_liveness(self, ok: bool, message: str) -> None:
+    def on_liveness(self, ok: bool, message: str, detail: str = "") -> None:
         self.liveness_checked = True
+        self.liveness_detail = detail
         if not ok:
             self.fail("liveness", message)

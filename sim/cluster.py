@@ -66,8 +66,13 @@ class SimOptions:
     downtime_ms: tuple[int, int] = (100, 4_000)
     fsync_us: tuple[int, int] = (200, 8_000)
     heal_bound_s: float = 30.0  # liveness: everything settles within this after healing
+    heal_max_steps: int = 100_000  # ... and within this many events (a message storm is a liveness failure)
+    max_entries_per_msg: int = 64  # small values split catch-up into many appends (and acks)
+    max_inflight_msgs: int = 256  # with a small window, catching a follower up takes many round trips
+    election_crash: float = 0.0  # probability a member crashes right after persisting a new term/vote
     lying_fsync: bool = False  # planted bug: disks acknowledge fsync without persisting
     early_ack: bool = False  # planted bug: the driver sends messages_after_persist before the fsync
+    raft_bugs: frozenset[str] = frozenset()  # planted bugs inside the Raft core (Config.bugs)
 
 
 @dataclass
@@ -89,6 +94,7 @@ class Member:
     register: Register
     alive: bool = True
     incarnation: int = 0
+    last_vote: tuple[int, int] = (0, 0)  # (term, vote) last seen durable, for election crashes
     outstanding: Ready | None = None
     inbox: deque[tuple[int, object]] = field(default_factory=deque)
 
@@ -157,7 +163,11 @@ class Cluster:
             f"members={o.members} pre_vote={self.pre_vote} check_quorum={self.check_quorum} "
             f"loss={net_opts.loss} dup={net_opts.duplicate} fifo={net_opts.fifo} "
             f"delay={net_opts.delay_min_us}+{net_opts.delay_mean_us}us "
+            f"tick={o.tick_ms}ms election={o.election_tick} faults_every={o.fault_mean_ms}ms "
+            f"downtime={o.downtime_ms[0]}-{o.downtime_ms[1]}ms election_crash={o.election_crash} "
+            f"max_msg={o.max_entries_per_msg} inflight={o.max_inflight_msgs} "
             f"lying_fsync={o.lying_fsync} early_ack={o.early_ack}"
+            + (f" raft_bugs={','.join(sorted(o.raft_bugs))}" if o.raft_bugs else "")
         )
         self.record(f"settings {self.settings}")
         self._push(0, CLIENT, 0, None)
@@ -175,6 +185,9 @@ class Cluster:
             applied=register.applied,
             pre_vote=self.pre_vote,
             check_quorum=self.check_quorum,
+            max_entries_per_msg=o.max_entries_per_msg,
+            max_inflight_msgs=o.max_inflight_msgs,
+            bugs=o.raft_bugs,
         )
         return RawNode(cfg, storage, self.rngs.child(f"raft/{i}/{incarnation}"))
 
@@ -226,6 +239,8 @@ class Cluster:
             if not m.node.has_ready():
                 break
             rd = m.node.ready()
+            if rd.soft_state is not None and rd.soft_state.state is StateType.LEADER and self._leader_crash(m, rd):
+                break
             m.outstanding = rd
             for msg in rd.messages:
                 self._send(msg)
@@ -290,6 +305,53 @@ class Cluster:
 
     # -- faults ---------------------------------------------------------------------------------
 
+    def _vote_crash(self, m: Member) -> bool:
+        """Crash point: right after a member persisted (and sent) its vote for another member."""
+        vote = (m.node.term, m.node.raft.vote)
+        if vote[1] in (0, m.id) or vote == m.last_vote:
+            return False
+        m.last_vote = vote
+        return self._crash_point(m, f"after voting {vote[1]} in term {vote[0]}")
+
+    def _leader_crash(self, m: Member, rd: Ready) -> bool:
+        """Crash point: a new leader's first turn made its writes durable, but the process died
+        before its messages left (etcd persists and sends in parallel): its new-term entry
+        exists on its disk only."""
+        if not self._crash_chance():
+            return False
+        m.disk.write_entries(rd.entries)
+        if rd.hard_state is not None:
+            m.disk.write_hard_state(rd.hard_state)
+        m.disk.fsync()
+        self.record(f"election crash {m.id} as new leader of term {m.node.term}")
+        self._crash_for_a_while(m.id)
+        return True
+
+    def _crash_chance(self) -> bool:
+        p = self.options.election_crash
+        return bool(p) and self.faulty and self.fault_rng.random() < p
+
+    def _crash_point(self, m: Member, where: str) -> bool:
+        """Crash points around elections (probability `election_crash`): the member crashes
+        at once and restarts after a drawn downtime."""
+        if not self._crash_chance():
+            return False
+        self.record(f"election crash {m.id} {where}")
+        self._crash_for_a_while(m.id)
+        return True
+
+    def _crash_for_a_while(self, i: int) -> None:
+        self.crash(i)
+        lo, hi = self.options.downtime_ms
+        self._push(self.clock.now_us + self.fault_rng.randint(lo, hi) * US_PER_MS, RESTART, i, None)
+
+    def _leader(self) -> int | None:
+        for i in self.ids:
+            m = self.members[i]
+            if m.alive and m.node.state is StateType.LEADER:
+                return i
+        return None
+
     def crash(self, i: int) -> None:
         m = self.members[i]
         m.alive = False
@@ -324,12 +386,19 @@ class Cluster:
     def _fault(self) -> None:
         rng = self.fault_rng
         alive = [i for i in self.ids if self.members[i].alive]
-        action = rng.choices(["crash", "partition", "isolate", "one_way", "heal"], weights=[3, 2, 1, 1, 3])[0]
-        if action == "crash" and alive:
-            i = rng.choice(alive)
-            self.crash(i)
-            lo, hi = self.options.downtime_ms
-            self._push(self.clock.now_us + rng.randint(lo, hi) * US_PER_MS, RESTART, i, None)
+        action = rng.choices(
+            ["crash", "crash_leader", "partition", "isolate", "isolate_leader", "one_way", "heal"],
+            weights=[2, 2, 2, 1, 2, 1, 3],
+        )[0]
+        leader = self._leader()
+        if action == "crash_leader" and leader is not None:
+            self._crash_for_a_while(leader)
+        elif action == "crash" and alive:
+            self._crash_for_a_while(rng.choice(alive))
+        elif action == "isolate_leader" and leader is not None:
+            self.network.partition([[leader], [j for j in self.ids if j != leader]])
+            self.counters.partitions += 1
+            self.record(f"isolate leader {leader} cut {self.network.describe_cut()}")
         elif action == "partition":
             shuffled = self.ids[:]
             rng.shuffle(shuffled)
@@ -415,6 +484,8 @@ class Cluster:
             if m.alive and m.incarnation == payload and m.outstanding is not None:
                 m.disk.fsync()
                 self._finish(m)
+                if self._vote_crash(m):
+                    return
                 self._pump(m)
         elif kind == CLIENT:
             self._client()
@@ -469,7 +540,8 @@ class Cluster:
             start = self.clock.now_us
             bound = start + int(o.heal_bound_s * US_PER_S)
             waiting: str | None = "not checked yet"
-            while not self.checkers.failed and self.clock.now_us <= bound:
+            last_step = self.counters.steps + o.heal_max_steps
+            while not self.checkers.failed and self.clock.now_us <= bound and self.counters.steps < last_step:
                 self._safe_step()
                 if self.counters.steps % 50 == 0:
                     waiting = self.settled()
@@ -479,10 +551,14 @@ class Cluster:
                 if waiting is None:
                     secs = (self.clock.now_us - start) / US_PER_S
                     self.record(f"settled after {secs:.3f}s")
-                    self.checkers.on_liveness(True, "")
+                    self.checkers.on_liveness(True, "", f"settled {secs:.1f}s after healing")
                     self.checkers.final_registers({i: self.members[i].register.seen for i in self.ids})
                 else:
-                    self.checkers.on_liveness(False, f"not settled {o.heal_bound_s}s after healing: {waiting}")
+                    self.checkers.on_liveness(
+                        False,
+                        f"not settled {o.heal_bound_s}s or {o.heal_max_steps} events after healing: {waiting}",
+                    )
+        self.checkers.steps_checked = self.counters.steps
         for line in self.checkers.lines():
             self.record(line)
         return SimResult(

@@ -12,7 +12,6 @@ Restart rebuilds a member from `durable` alone.
 
 from __future__ import annotations
 
-import copy
 import random
 from dataclasses import dataclass, field
 
@@ -83,7 +82,8 @@ class Disk:
         storage = MemoryStorage(ConfState(voters=voters))
         storage.append(list(self.durable.entries))
         storage.set_hard_state(self.durable.hard_state)
-        return storage, copy.deepcopy(self.durable.register)
+        reg = self.durable.register
+        return storage, Register(reg.applied, dict(reg.kv), dict(reg.seen))
 
     def durable_term_at(self, index: int) -> int | None:
         ents = self.durable.entries

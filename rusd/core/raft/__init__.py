@@ -8,6 +8,7 @@ from rusd.core.raft.storage import Storage
 from rusd.core.raft.types import (
     CAMPAIGN_TRANSFER,
     NONE,
+    PLANTED_BUGS,
     CompactedError,
     ConfChange,
     ConfChangeType,
@@ -34,6 +35,7 @@ from rusd.core.raft.types import (
 __all__ = [
     "CAMPAIGN_TRANSFER",
     "NONE",
+    "PLANTED_BUGS",
     "CompactedError",
     "ConfChange",
     "ConfChangeType",

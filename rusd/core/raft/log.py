@@ -216,12 +216,19 @@ class RaftLog:
         self.unstable.truncate_and_append(ents)
         return self.last_index()
 
-    def maybe_append(self, index: int, log_term: int, committed: int, ents: Sequence[Entry]) -> int | None:
-        """Append ents after (index, log_term) if that entry matches; returns the last new index."""
+    def maybe_append(
+        self, index: int, log_term: int, committed: int, ents: Sequence[Entry], *, truncate: bool = True
+    ) -> int | None:
+        """Append ents after (index, log_term) if that entry matches; returns the last new index.
+        `truncate=False` is the planted bug "no_log_truncation" (test-only): conflicting entries
+        are kept and only entries past our last index are appended."""
         if not self.match_term(index, log_term):
             return None
         last_new = index + len(ents)
         ci = self.find_conflict(ents)
+        if ci != 0 and not truncate:
+            last = self.last_index()
+            ci = max(ci, last + 1) if last < last_new else 0
         if ci != 0:
             if ci <= self.committed:
                 raise RaftError(f"entry {ci} conflicts with committed entry [committed({self.committed})]")

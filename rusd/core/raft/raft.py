@@ -85,6 +85,8 @@ class Raft:
         self.vote = hs.vote
 
     def hard_state(self) -> HardState:
+        if "forget_vote" in self.config.bugs:
+            return HardState(term=self.term, vote=NONE, commit=self.log.committed)  # planted bug
         return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
 
     def soft_state(self) -> SoftState:
@@ -272,7 +274,11 @@ class Raft:
         # Our own progress is updated once the entries are durable (on_persisted).
 
     def maybe_commit(self) -> bool:
-        if not self.log.maybe_commit(self.tracker.committed(), self.term):
+        index = self.tracker.committed()
+        term = self.term
+        if "commit_old_term" in self.config.bugs:
+            term = self.log.zero_term_on_err(index)  # planted bug: any term counts
+        if not self.log.maybe_commit(index, term):
             return False
         self._release_pending_read_index_messages()
         return True
@@ -646,7 +652,8 @@ class Raft:
         if m.index < self.log.committed:
             self._send(Message(type=MT.APP_RESP, to=m.from_, from_=self.id, term=self.term, index=self.log.committed))
             return
-        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        truncate = "no_log_truncation" not in self.config.bugs
+        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries, truncate=truncate)
         if last_new is not None:
             self._send(Message(type=MT.APP_RESP, to=m.from_, from_=self.id, term=self.term, index=last_new))
             return

@@ -152,14 +152,15 @@ class RawNode:
 
     def has_ready(self) -> bool:
         r = self.raft
+        # The cheap and most often true conditions first.
         return bool(
-            r.soft_state() != self._prev_soft
-            or r.hard_state() != self._prev_hard
-            or r.log.unstable.entries
-            or r.log.has_pending_snapshot()
-            or r.log.has_next_committed_entries()
-            or r.msgs
+            r.msgs
             or r.msgs_after_persist
+            or r.log.unstable.entries
+            or r.log.has_next_committed_entries()
+            or r.soft_state() != self._prev_soft
+            or r.hard_state() != self._prev_hard
+            or r.log.has_pending_snapshot()
             or any(rs.index <= r.log.committed for rs in r.read_states)
         )
 

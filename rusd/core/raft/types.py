@@ -190,6 +190,16 @@ class SoftState:
     state: StateType = StateType.FOLLOWER
 
 
+# Test-only switches for Config.bugs, each breaking one rule of Raft:
+PLANTED_BUGS = frozenset(
+    {
+        "commit_old_term",  # the leader commits a previous-term entry by counting replicas (§5.4.2)
+        "forget_vote",  # the vote is not part of the persisted HardState (a restart forgets it)
+        "no_log_truncation",  # a follower keeps its conflicting entries instead of truncating (§5.3)
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     id: int
@@ -201,8 +211,13 @@ class Config:
     check_quorum: bool = False
     max_entries_per_msg: int = 64
     max_inflight_msgs: int = 256
+    # Test-only: planted bugs (names from PLANTED_BUGS) that break Raft on purpose, so that the
+    # simulator's tests can prove its checkers find them. Always empty outside those tests.
+    bugs: frozenset[str] = frozenset()
 
     def validate(self) -> None:
+        if not self.bugs <= PLANTED_BUGS:
+            raise ValueError(f"unknown planted bugs: {sorted(self.bugs - PLANTED_BUGS)}")
         if self.id == NONE:
             raise ValueError("cannot use 0 as a node id")
         if self.heartbeat_tick <= 0:
