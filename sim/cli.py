@@ -21,6 +21,7 @@ import click
 
 from rusd.core.raft import PLANTED_BUGS, StateType
 from sim.cluster import Cluster, SimOptions, SimResult
+from sim.members import MemberCluster, MembersOptions
 from sim.swarm import (
     DRIVER_BUGS,
     PROFILES,
@@ -121,6 +122,30 @@ def _run_many(seeds: range, base: SimOptions, swarm: bool, save_dir: Path | None
     return not failed
 
 
+def _run_members(seed: int, members: int, steps: int) -> bool:
+    """One seed of the etcd-members engine: seed first, verdicts, counters, trace hash last."""
+    click.echo(f"seed {seed}")
+    start = os.times().elapsed
+    cluster = MemberCluster(seed, options=MembersOptions(members=members, steps=steps))
+    result = cluster.run()
+    wall = max(os.times().elapsed - start, 1e-3)
+    click.echo(f"settings engine members, {members} members, {steps} steps, network {cluster.network.options}")
+    for line in result.verdict_lines:
+        click.echo(line)
+    click.echo(
+        f"counters acked {result.acked} refused {result.refused} crashes {result.crashes} "
+        f"snapshots {result.snapshots}"
+    )
+    click.echo(
+        f"time simulated {result.sim_seconds:.3f}s wall {wall:.2f}s "
+        f"sim-seconds/wall-second {result.sim_seconds / wall:.1f} "
+        f"ops/wall-second {(result.acked + result.refused) / wall:.0f}"
+    )
+    click.echo(f"verdict {'FAIL' if result.failed else 'ok'}")
+    click.echo(result.trace_hash)
+    return not result.failed
+
+
 @click.command()
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run (the first seed with --count).")
 @click.option("--members", type=click.Choice(["3", "5"]), default="3", show_default=True)
@@ -138,6 +163,9 @@ def _run_many(seeds: range, base: SimOptions, swarm: bool, save_dir: Path | None
               help="Write each failing seed as a JSON file into this directory (e.g. tests/seeds).")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the full trace (one event per line) to this file (single seed only).")
+@click.option("--engine", type=click.Choice(["raft", "members"]), default="raft", show_default=True,
+              help="raft: Raft nodes over a register (every fault, swarm, planted bugs); members: full etcd "
+                   "members (Raft + MVCC + leases) under an etcd client workload, crashes and snapshots.")
 @click.option("--bug", "bugs", multiple=True, type=click.Choice(sorted(PLANTED_BUGS | set(DRIVER_BUGS))), hidden=True,
               help="Test-only: plant a bug (in the Raft core or the driver) to see the checkers catch it.")
 def main(
@@ -151,11 +179,17 @@ def main(
     replay_path: str | None,
     save_dir: str | None,
     trace_path: str | None,
+    engine: str,
     bugs: tuple[str, ...],
 ) -> None:
     """Run simulated rusd (Raft) clusters under seeded faults and check them."""
     if seed_range is not None and count is not None:
         raise click.UsageError("use either --seeds A..B or --count N, not both")
+    if engine == "members":
+        seeds = _seed_range(seed_range) if seed_range is not None else range(seed, seed + (count or 1))
+        if not all([_run_members(s, int(members), steps) for s in seeds]):
+            raise SystemExit(1)
+        return
     save = Path(save_dir) if save_dir is not None else None
     if replay_path is not None:
         try:

