@@ -144,6 +144,8 @@ class Runtime:
         # etcd's ReqTimeout: how long MoveLeader waits for the new leader.
         self.request_timeout = config.request_timeout_ticks * tick_interval
         self.snapshot_dir = os.path.join(os.path.dirname(store.path), "snap")
+        # Where scratch copies of the store go (same file system as the data dir).
+        self.snapshot_parent = os.path.dirname(store.path)
         self._snapshot_files: list[str] = []
         self._tasks: set[asyncio.Future[None]] = set()
         self.alone = self.member.alone

@@ -4,6 +4,9 @@ back. No decisions are made here beyond etcd's wire-level checks (message size).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -131,6 +134,24 @@ class MaintenanceService(ServiceBase, pb_grpc.MaintenanceServicer):
             await asyncio.sleep(0.02)
         return pb.MoveLeaderResponse(header=self.header(0))
 
+    async def Snapshot(self, request: pb.SnapshotRequest, context: Any) -> AsyncIterator[pb.SnapshotResponse]:
+        """The whole store as one consistent image, in chunks, then its SHA-256 as the last
+        chunk (etcd's checksum trailer, which `rusd snapshot restore` verifies)."""
+        await self._admin(context)
+        loop = asyncio.get_running_loop()
+        with tempfile.TemporaryDirectory(dir=self.rt.snapshot_parent) as tmp:
+            path = os.path.join(tmp, "image")
+            size = await loop.run_in_executor(None, self.rt.store.write_image, path)
+            digest = hashlib.sha256()
+            header = self.header(mvcc.current_revision(await self.rt.snapshot()))
+            with open(path, "rb") as f:
+                sent = 0
+                while chunk := await loop.run_in_executor(None, f.read, SNAPSHOT_CHUNK):
+                    digest.update(chunk)
+                    sent += len(chunk)
+                    yield pb.SnapshotResponse(header=header, remaining_bytes=size - sent, blob=chunk)
+        yield pb.SnapshotResponse(header=header, remaining_bytes=0, blob=digest.digest())
+
     async def Defragment(self, request: pb.DefragmentRequest, context: Any) -> pb.DefragmentResponse:
         await self._admin(context)
         await self.rt.defragment()
@@ -218,6 +239,8 @@ class ClusterService(ServiceBase, pb_grpc.ClusterServicer):
         return pb.MemberPromoteResponse(header=self.header(0), members=self._members())
 
 
+# Bytes per Snapshot response message.
+SNAPSHOT_CHUNK = 1 << 20
 # etcd's HealthInterval: a member counts as connected once its stream is up this long.
 HEALTH_INTERVAL = 5.0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -265,3 +266,42 @@ def test_leases_work_through_followers_and_expire_after_a_leader_change(cluster:
         time.sleep(0.2)
     assert get(survivor.endpoint, b"leased") == []
     assert "already expired" in etcdctl(survivor.endpoint, "lease", "timetolive", lease_id).stdout
+
+
+def test_snapshot_save_then_restore_makes_a_new_cluster_with_the_data(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_all(3)
+    for i in range(5):
+        put(cluster.nodes["m1"].endpoint, b"key%d" % i, b"val%d" % i)
+    saved = tmp_path / "snap.db"
+    out = etcdctl(cluster.nodes["m2"].endpoint, "snapshot", "save", str(saved))
+    assert f"Snapshot saved at {saved}" in out.stdout
+    cluster.stop_all()
+    # a damaged snapshot is refused and nothing is created
+    broken = tmp_path / "broken.db"
+    raw = bytearray(saved.read_bytes())
+    raw[100] ^= 0xFF
+    broken.write_bytes(bytes(raw))
+    refused = subprocess.run(
+        [sys.executable, "-m", "rusd", "snapshot", "restore", str(broken), "--data-dir", str(tmp_path / "bad")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert refused.returncode == 1 and "expected sha256" in refused.stderr
+    assert not (tmp_path / "bad").exists()
+    restored = Cluster(tmp_path / "restored", token="new")
+    (tmp_path / "restored").mkdir()
+    node = restored.add_node("r1")
+    done = subprocess.run(
+        [sys.executable, "-m", "rusd", "snapshot", "restore", str(saved), "--name", "r1",
+         "--data-dir", str(tmp_path / "restored" / "rusd-r1.data"), "--initial-cluster", f"r1={node.peer_url}",
+         "--initial-advertise-peer-urls", node.peer_url, "--initial-cluster-token", "new"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    try:
+        restored.start(node)
+        assert get(node.endpoint, b"key", prefix=True) == [(b"key%d" % i, b"val%d" % i) for i in range(5)]
+        listed = etcdctl(node.endpoint, "member", "list").stdout.strip().split(", ")
+        assert listed[1:4] == ["started", "r1", node.peer_url]
+        put(node.endpoint, b"after", b"restore")
+    finally:
+        restored.stop_all()
