@@ -2,7 +2,7 @@
 
 `rusd [flags]` takes etcd's server flags (Go flag syntax, ETCD_* environment variables,
 see rusd.server.config) and starts the server; `rusd --version` and `rusd --help` behave
-like etcd's. `rusd snapshot ...` is handed to rusd.server.snapshot_cli when that exists.
+like etcd's. `rusd snapshot restore ...` is rusd.server.snapshot_cli.
 """
 
 from __future__ import annotations
@@ -114,13 +114,6 @@ def run_cli(argv: Sequence[str]) -> int:
 
 
 def _snapshot(args: list[str]) -> int:
-    """`rusd snapshot <args>`: rusd.server.snapshot_cli.main(args), if that module exists."""
-    try:
-        module = importlib.import_module("rusd.server.snapshot_cli")
-    except ModuleNotFoundError as e:
-        if e.name != "rusd.server.snapshot_cli":
-            raise
-        print("rusd snapshot: not implemented yet", file=sys.stderr)
-        return 1
-    result = module.main(args)
-    return result if isinstance(result, int) else 0
+    """`rusd snapshot <args>` (rusd.server.snapshot_cli, imported only when used)."""
+    result = importlib.import_module("rusd.server.snapshot_cli").main(args)
+    return result if isinstance(result, int) else 1
