@@ -186,7 +186,7 @@ async def _serve(
         server,
         runtime,
         watch_progress_interval=config.watch_progress_notify_interval,
-        guard=AuthGuard(runtime, tokens),
+        guard=AuthGuard(runtime, tokens, cert_auth=server_tls.client_cert_auth),
         bcrypt_cost=config.bcrypt_cost,
     )
     for url in config.listen_client_urls:

@@ -20,6 +20,7 @@ from rusd.core.mvcc.types import RangeRequest, TxnRequest
 from rusd.core.node import Result, WriteRequest, serve_read
 from rusd.server.auth_tokens import SimpleTokens, TokenProvider
 from rusd.server.runtime import Runtime
+from rusd.server.tls import peer_common_name
 
 _TOKEN_KEYS = ("token", "authorization")
 
@@ -51,9 +52,12 @@ def raw(e: EtcdError) -> EtcdError:
 
 
 class AuthGuard:
-    def __init__(self, runtime: Runtime, tokens: TokenProvider | None = None) -> None:
+    def __init__(self, runtime: Runtime, tokens: TokenProvider | None = None, cert_auth: bool = False) -> None:
+        """`cert_auth` (--client-cert-auth): a caller without a token is the user named by
+        its verified client certificate's CommonName, as etcd's AuthInfoFromTLS."""
         self.rt = runtime
         self.tokens: TokenProvider = tokens if tokens is not None else SimpleTokens(300.0)
+        self.cert_auth = cert_auth
         self._state = AuthState()
 
     def state(self, view: KVReader) -> AuthState:
@@ -69,6 +73,9 @@ class AuthGuard:
         or whose user is gone raises "invalid auth token"."""
         token = token_of(context)
         if token is None:
+            name = peer_common_name(context) if self.cert_auth else None
+            if name:
+                return AuthInfo(name, (await self.current()).revision)
             return AuthInfo()
         state = await self.current()
         info = self.tokens.info(token, state.revision)

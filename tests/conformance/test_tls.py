@@ -171,3 +171,26 @@ def test_unrestricted_server_accepts_other_tls12_suites(pki: PKI, servers: Calla
             "ECDHE-ECDSA-AES256-GCM-SHA384"
         )
 
+
+
+def test_client_certificate_common_name_is_the_user_when_auth_is_on(
+    pki: PKI, servers: Callable[..., list[ServerProcess]]
+) -> None:
+    # With --client-cert-auth, a caller that sends no token is the user its certificate
+    # names (CN "alice"), as etcd's AuthInfoFromTLS.
+    flags = (*server_tls(pki), "--trusted-ca-file", str(pki.ca.path), "--client-cert-auth")
+    pair = servers(flags, tls_probe(pki.ca.path, pki.client))
+    alice = ("--cacert", str(pki.ca.path), "--cert", str(pki.client.cert), "--key", str(pki.client.key))
+    for args in (
+        ("user", "add", "root", "--new-user-password=rootpw"),
+        ("user", "add", "alice", "--new-user-password=alicepw"),
+        ("role", "add", "k-writer"),
+        ("role", "grant-permission", "k-writer", "readwrite", "k"),
+        ("user", "grant-role", "alice", "k-writer"),
+        ("auth", "enable"),
+    ):
+        assert both(pair, *alice, *args).rc == 0
+    assert both(pair, *alice, "put", "k", "v").out == "OK\n"
+    denied = both(pair, *alice, "put", "other", "v")
+    assert denied.rc == 1 and last_error(denied) == "Error: etcdserver: permission denied"
+    assert both(pair, *alice, "get", "k").lines == ["k", "v"]
