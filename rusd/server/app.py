@@ -21,7 +21,7 @@ from rusd.core.node import MemberConfig
 from rusd.server import auth_tokens, logs, services, tls
 from rusd.server.auth_guard import AuthGuard
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap, verify_join_existing
-from rusd.server.interceptors import UnmarshalErrors
+from rusd.server.interceptors import LeaderChecks, UnmarshalErrors
 from rusd.server.join import MembershipServicer, fetch_cluster
 from rusd.server.peer import PEER_SERVER_OPTIONS, PeerTransport
 from rusd.server.runtime import META_IDENTITY, Runtime
@@ -171,7 +171,9 @@ async def _serve(
         loop.add_signal_handler(sig, done.set)
     runtime.on_fatal = lambda exc: done.set()
     client_tls = server_tls.client
-    interceptors: list[grpc.aio.ServerInterceptor] = [UnmarshalErrors()]  # type: ignore[type-arg]
+    interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
+        UnmarshalErrors(), LeaderChecks(lambda: runtime.status)
+    ]
     if client_tls is not None and client_tls.info.crl_file:
         interceptors.insert(0, tls.RevocationCheck(tls.RevocationList(client_tls.info.crl_file)))
     server = grpc.aio.server(

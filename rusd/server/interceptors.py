@@ -52,3 +52,45 @@ class UnmarshalErrors(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+class LeaderChecks(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """etcd's unary interceptor: a learner answers only Status and serializable Range
+    ("rpc not supported for learner"), and a call with the `hasleader: true` metadata
+    (clientv3.WithRequireLeader) fails at once with "no leader" while there is none."""
+
+    def __init__(self, status: Callable[[], Any]) -> None:
+        self.status = status  # the runtime's MemberStatus, read on the loop thread
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or not handler_call_details.method.startswith(
+            "/etcdserverpb."
+        ):
+            return handler
+        behavior: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary
+        require_leader = ("hasleader", "true") in tuple(handler_call_details.invocation_metadata or ())
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            status = self.status()
+            if status.is_learner and not _learner_may_serve(request):
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: rpc not supported for learner")
+            if require_leader and status.leader == 0:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            checked,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _learner_may_serve(request: Any) -> bool:
+    """etcd 3.4's isRPCSupportedForLearner."""
+    name = type(request).__name__
+    return name == "StatusRequest" or (name == "RangeRequest" and bool(request.serializable))

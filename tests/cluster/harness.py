@@ -15,6 +15,13 @@ from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from tests.servers import ETCD, ServerProcess, free_port
 
 
+def serializable_probe(endpoint: str) -> None:
+    """A member answers (a learner serves only serializable reads; a linearizable read
+    would also wait for a leader)."""
+    with grpc.insecure_channel(endpoint) as ch:
+        pb_grpc.KVStub(ch).Range(pb.RangeRequest(key=b"health", serializable=True), timeout=1)
+
+
 @dataclass
 class Node:
     name: str
@@ -71,7 +78,7 @@ class Cluster:
         if node.process is None:
             node.process = ServerProcess(
                 self.argv(node, state), node.endpoint, self.tmp / f"{self.kind}-{node.name}.data",
-                self.tmp / f"{self.kind}-{node.name}.log",
+                self.tmp / f"{self.kind}-{node.name}.log", probe=serializable_probe,
             )
         node.process.start_only()
         if wait:
@@ -86,6 +93,7 @@ class Cluster:
         for node in self.nodes.values():
             assert node.process is not None
             node.process.wait_ready(60)
+        self.leader()
         return self
 
     def stop_all(self) -> None:

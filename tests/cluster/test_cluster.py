@@ -16,6 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from rusd.api.etcdserverpb import rpc_pb2 as pb
+from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from tests.cluster.harness import Cluster, get, hash_kv, put
 from tests.servers import etcdctl
 
@@ -166,6 +168,7 @@ def test_member_add_learner_promote_move_leader_and_remove(cluster: Cluster) -> 
     assert re.match(r"Member [0-9a-f]+ added to cluster [0-9a-f]+", out.stdout)
     assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in out.stdout
     cluster.start(new, state="existing")
+    cluster.converged()  # the learner caught up from the leader's log
     assert get(new.endpoint, b"before", serializable=True) == [(b"before", b"1")]
     listed = "\n".join(member_list_shape(cluster, cluster.nodes["m2"].endpoint))  # once m4 published
     assert re.search(r", started, m4, http://127\.0\.0\.1:<m4-peer>, http://127\.0\.0\.1:<m4-client>, true", listed)
@@ -305,3 +308,38 @@ def test_snapshot_save_then_restore_makes_a_new_cluster_with_the_data(cluster: C
         put(node.endpoint, b"after", b"restore")
     finally:
         restored.stop_all()
+
+
+def test_learners_serve_only_status_and_serializable_reads_and_require_leader_fails_fast(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    new = cluster.add_node("m4")
+    when_healthy(cluster.nodes["m1"].endpoint, "member", "add", "m4", f"--peer-urls={new.peer_url}", "--learner")
+    cluster.start(new, state="existing")  # waits for a (serializable) read to answer
+    cluster.converged()  # it applied its own addition: it knows it is a learner
+    with grpc.insecure_channel(new.endpoint) as ch:
+        kv = pb_grpc.KVStub(ch)
+        with pytest.raises(grpc.RpcError) as refused:
+            kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=5)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert refused.value.details() == "etcdserver: rpc not supported for learner"
+        with pytest.raises(grpc.RpcError):
+            kv.Range(pb.RangeRequest(key=b"k"), timeout=5)
+        kv.Range(pb.RangeRequest(key=b"k", serializable=True), timeout=5)
+        assert pb_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=5).isLearner
+    # with two of three voters gone there is no leader: hasleader calls fail at once
+    for name in ("m1", "m2"):
+        process = cluster.nodes[name].process
+        assert process is not None
+        process.kill()
+    survivor = cluster.nodes["m3"]
+    deadline = time.monotonic() + 30
+    while True:
+        with grpc.insecure_channel(survivor.endpoint) as ch:
+            try:
+                pb_grpc.KVStub(ch).Range(pb.RangeRequest(key=b"k", serializable=True), timeout=5,
+                                        metadata=(("hasleader", "true"),))
+            except grpc.RpcError as e:
+                assert e.details() == "etcdserver: no leader"
+                break
+        assert time.monotonic() < deadline, "m3 still believes it has a leader"
+        time.sleep(0.2)
