@@ -321,6 +321,17 @@ def _bootstrap_entries(initial: tuple[MemberInfo, ...]) -> list[Entry]:
     ]
 
 
+def _removal_entries(me: int, conf: ConfState, first: int, term: int) -> list[Entry]:
+    """Committed-by-fiat entries removing every member but `me` (--force-new-cluster)."""
+    others = [i for i in (*conf.voters, *conf.learners) if i != me]
+    return [
+        Entry(first + k, term, ConfChange(
+            ConfChangeType.REMOVE_NODE, i, codec.encode(Proposal(me, 0, MemberRemoveRequest(i))),
+        ).encode(), EntryKind.CONF_CHANGE)
+        for k, i in enumerate(others)
+    ]
+
+
 class _Lcg:
     """Deterministic randomness for Raft's election timeouts when the driver gives none
     (a single voter never waits for a randomized timeout)."""
@@ -361,6 +372,7 @@ class Member:
         rng: Rng | None = None,
         initial_cluster: tuple[MemberInfo, ...] = (),
         join: bool = False,
+        force_new_cluster: bool = False,
     ) -> None:
         """`now` is the driver's clock (seconds); `unix_ms` the wall clock in
         milliseconds, which seeds the request and lease id generator as etcd's idutil
@@ -370,7 +382,11 @@ class Member:
         A fresh member of a new cluster bootstraps as etcd's raft.StartNode does: the log
         starts with one committed conf change entry per member of `initial_cluster`
         (default: this member alone, which then campaigns at once). A member joining an
-        existing cluster (`join`) starts empty and learns everything from the leader."""
+        existing cluster (`join`) starts empty and learns everything from the leader.
+
+        `force_new_cluster` (etcd's --force-new-cluster) restarts a member with data as a
+        one-member cluster: its uncommitted entries are dropped and committed entries
+        removing every other member are appended (etcd's restartAsStandaloneNode)."""
         self.config = config
         applied = store.get_int(view, META_APPLIED_INDEX)
         hs = load_hard_state(view)
@@ -391,8 +407,16 @@ class Member:
         if applied:
             # What a lagging follower is sent: the backend as of (at least) this index.
             self.storage.create_snapshot(applied, conf, b"")
+        forced: list[Entry] = []
+        if force_new_cluster and not fresh:
+            replay = [e for e in replay if e.index <= max(hs.commit, applied)]
+            last = replay[-1].index if replay else applied
+            forced = _removal_entries(config.member.id, conf, last + 1, term)
         self.storage.append(replay or bootstrap)
+        self.storage.append(forced)
         commit = min(max(hs.commit, applied, len(bootstrap)), self.storage.last_index())
+        if forced:
+            commit = forced[-1].index
         self.storage.set_hard_state(HardState(term, hs.vote, commit))
         # Raft counts the bootstrap entries applied (its configuration already holds them);
         # the first Ready persists them and applies them to the member list.
@@ -413,8 +437,8 @@ class Member:
         self._reads_asked: dict[bytes, tuple[int, list[_Waiter]]] = {}
         self._reads_ready: list[tuple[int, list[_Waiter]]] = []
         self._read_seq = 0
-        self._pending = Ready(list(bootstrap), list(bootstrap), [], 0)
-        if bootstrap:
+        self._pending = Ready(list(bootstrap) or forced, list(bootstrap), [], 0)
+        if bootstrap or forced:
             self._pending.hard_state = self.storage.hard_state
         self.alarms: tuple[AlarmMember, ...] = alarms.load(view)
         self.roster = Roster(view)
@@ -853,6 +877,11 @@ class Member:
             result = self.roster.apply(backend, req)
         except EtcdError as e:
             result = e
+            conf = self.raw.conf_state()
+            if cc.type is ConfChangeType.REMOVE_NODE and cc.node_id in (*conf.voters, *conf.learners):
+                # Raft knows a member the list does not (--force-new-cluster on a store
+                # from before the list was kept): the removal still applies to Raft.
+                self.storage.set_conf_state(self.raw.apply_conf_change(cc))
         else:
             self.storage.set_conf_state(self.raw.apply_conf_change(cc))
         self._at_index.pop(entry.index, None)

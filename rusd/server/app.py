@@ -152,6 +152,7 @@ async def serve(config: ServerConfig) -> None:
             initial_cluster=initial_cluster(config) if config.is_new_cluster else (),
             join=not config.is_new_cluster,
             cluster_token=config.initial_cluster_token,
+            force_new_cluster=config.force_new_cluster,
         )
         await _serve(config, runtime, server_tls, tokens, joined)
     finally:

@@ -213,6 +213,7 @@ class ServerConfig:
     snapshot_count: int = 100000
     snapshot_catchup_entries: int = 5000
     strict_reconfig_check: bool = True
+    force_new_cluster: bool = False
     quota_backend_bytes: int = 0  # 0: DEFAULT_QUOTA_BACKEND_BYTES; negative: no quota
     max_request_bytes: int = 1572864
     max_txn_ops: int = 128
@@ -696,6 +697,7 @@ def build_config(cmd: CommandLine, env: Mapping[str, str], *, warn: Warn = warn_
         snapshot_count=n("snapshot-count"),
         snapshot_catchup_entries=n("experimental-snapshot-catchup-entries"),
         strict_reconfig_check=values["strict-reconfig-check"] is True,
+        force_new_cluster=values["force-new-cluster"] is True,
         quota_backend_bytes=n("quota-backend-bytes"),
         max_request_bytes=n("max-request-bytes"),
         max_txn_ops=n("max-txn-ops"),

@@ -601,7 +601,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
         "Warning is generated if requests take more than this duration.",
     ),
     # --- Unsafe
-    _f("force-new-cluster", B, "false", UNSAFE, "Force to create a new one-member cluster."),
+    _f("force-new-cluster", B, "false", UNSAFE, "Force to create a new one-member cluster.", impl=True),
     _f(
         "unsafe-no-fsync",
         B,

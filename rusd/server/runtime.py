@@ -124,6 +124,7 @@ class Runtime:
         initial_cluster: tuple[MemberInfo, ...] = (),
         join: bool = False,
         cluster_token: str = "etcd-cluster",
+        force_new_cluster: bool = False,
     ) -> None:
         self.store = store
         self.config = config
@@ -134,7 +135,7 @@ class Runtime:
         replay = unapplied_entries(view, view)
         self.member = Member(
             config, view, replay, clock(), unix_ms=time.time_ns() // 1_000_000, rng=random.Random(),
-            initial_cluster=initial_cluster, join=join,
+            initial_cluster=initial_cluster, join=join, force_new_cluster=force_new_cluster,
         )
         # Raft messages of durable turns go out through this (None: a member alone).
         self.transport: PeerTransport | None = None

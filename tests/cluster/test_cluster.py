@@ -343,3 +343,30 @@ def test_learners_serve_only_status_and_serializable_reads_and_require_leader_fa
                 break
         assert time.monotonic() < deadline, "m3 still believes it has a leader"
         time.sleep(0.2)
+
+
+def test_force_new_cluster_restarts_a_member_alone_with_its_data(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    for i in range(3):
+        put(cluster.nodes["m1"].endpoint, b"f%d" % i, b"v%d" % i)
+    cluster.converged()
+    cluster.stop_all()
+    m1 = cluster.nodes["m1"]
+    cluster.extra = ("--force-new-cluster",)
+    m1.process = None  # new flags
+    cluster.start(m1)
+    cluster.leader()  # it elects itself after an election timeout, as etcd does
+    assert put(m1.endpoint, b"alone", b"yes", timeout=30)
+    assert get(m1.endpoint, b"f", prefix=True) == [(b"f0", b"v0"), (b"f1", b"v1"), (b"f2", b"v2")]
+    listed = etcdctl(m1.endpoint, "member", "list").stdout.splitlines()
+    assert len(listed) == 1 and ", m1, " in listed[0]
+    status = cluster.status(m1)
+    assert status is not None and status.leader == status.header.member_id
+    # and it stays a one-member cluster when restarted without the flag
+    assert m1.process is not None
+    m1.process.stop()
+    cluster.extra = ()
+    m1.process = None
+    cluster.start(m1)
+    cluster.leader()
+    assert get(m1.endpoint, b"alone") == [(b"alone", b"yes")]
