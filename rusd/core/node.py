@@ -420,9 +420,11 @@ class Member:
         self.storage.set_hard_state(HardState(term, hs.vote, commit))
         # Raft counts the bootstrap entries applied (its configuration already holds them);
         # the first Ready persists them and applies them to the member list.
+        # CheckQuorum as etcd sets it: a leader cut off from a quorum steps down after an
+        # election timeout (so its clients learn there is no leader).
         raft_config = Config(
             id=config.member.id, election_tick=config.election_ticks, heartbeat_tick=1,
-            applied=applied or len(bootstrap),
+            applied=applied or len(bootstrap), check_quorum=True,
         )
         self.raw = RawNode(raft_config, self.storage, rng or _Lcg(config.member.id))
         self._applied = applied
