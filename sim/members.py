@@ -225,7 +225,7 @@ class MemberCluster:
                 self._answer(req_id, serve_read(backend, op.request, 128))
         for req_id, result in list(rd.responses) + applied.answers:
             self._answer(req_id, result)
-        for msg in rd.messages:
+        for msg in [*rd.early_messages, *rd.messages]:
             self._send(i, m, msg)
         self._observe(i, m)
 

@@ -180,13 +180,17 @@ class Ready:
     compact_log_to: int
     hard_state: HardState | None = None
     messages: list[Message] = field(default_factory=list)
+    # Messages Raft produced before anything of this turn was claimed persisted (a
+    # leader's appends and heartbeats, a candidate's vote requests): they may leave while
+    # the batch is being made durable, as etcd sends them during its WAL fsync.
+    early_messages: list[Message] = field(default_factory=list)
     reads: list[int] = field(default_factory=list)
     snapshot: Snapshot | None = None
 
     def __bool__(self) -> bool:
         return bool(
             self.entries or self.committed or self.responses or self.hard_state is not None or self.messages
-            or self.reads or self.snapshot is not None
+            or self.early_messages or self.reads or self.snapshot is not None
         )
 
 
@@ -708,17 +712,19 @@ class Member:
             return
         self._reads_asked[ctx] = (self.term, batch)
 
-    def _drain(self) -> None:
+    def _drain(self, early: bool = False) -> None:
         """Run Raft until it has nothing more to do, collecting its Readys into one.
 
         Raft is told at once that each Ready's entries are persisted and applied: the
         driver makes them durable, with the apply, in one batch before anything in the
         combined Ready (messages included) leaves the member, so no one can observe the
-        difference. For a single voter this commits a proposal in the turn it is made."""
+        difference. For a single voter this commits a proposal in the turn it is made.
+        With `early`, the first Raft Ready's ordinary messages go to `early_messages`."""
         if self._reads_new:
             self._ask_reads()
         pending = self._pending
         raw = self.raw
+        first = early  # the first Raft Ready of the turn
         while raw.has_ready():
             rd = raw.ready()
             if rd.soft_state is not None:
@@ -734,13 +740,14 @@ class Member:
                 pending.hard_state = rd.hard_state
             if rd.entries:
                 self.storage.append(rd.entries)
-                first = rd.entries[0].index
-                while pending.entries and pending.entries[-1].index >= first:
+                start = rd.entries[0].index
+                while pending.entries and pending.entries[-1].index >= start:
                     pending.entries.pop()
                 pending.entries.extend(rd.entries)
             pending.committed.extend(rd.committed_entries)
-            pending.messages.extend(rd.messages)
+            (pending.early_messages if first else pending.messages).extend(rd.messages)
             pending.messages.extend(rd.messages_after_persist)
+            first = False
             for rs in rd.read_states:
                 asked = self._reads_asked.pop(rs.request_ctx, None)
                 if asked is not None:
@@ -765,7 +772,9 @@ class Member:
                 self._responses.extend((w.req_id, EtcdError(errors.LEADER_CHANGED)) for w in batch)
 
     def ready(self) -> Ready:
-        self._drain()
+        # Only the first Raft Ready of a turn may send early: the later ones can carry
+        # what the turn's claimed (not yet durable) persistence made Raft conclude.
+        self._drain(early=not (self._pending.entries or self._pending.messages or self._pending.committed))
         rd, self._pending = self._pending, Ready([], [], [], 0)
         applied = rd.committed[-1].index if rd.committed else self._applied
         if rd.snapshot is not None:

@@ -466,6 +466,8 @@ class Runtime:
         """One Ready: persist + apply in one batch, one fsync, then answer and send."""
         assert self._loop is not None
         rd = self.member.ready()
+        if rd.early_messages:  # overlap the peers' appends with this turn's fsync
+            self._loop.call_soon_threadsafe(self._send, rd.early_messages)
         answers: list[tuple[int, Result | None]] = list(rd.responses)
         events: list[Event] = []
         view: LmdbView | None = None

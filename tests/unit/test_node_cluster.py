@@ -84,7 +84,7 @@ class Peers:
                     got = serve_read(backend, RangeRequest(b"k"), 128)
                     assert isinstance(got, RangeResponse)
                     self.reads[i].append((req_id, got))
-                for msg in rd.messages:
+                for msg in [*rd.early_messages, *rd.messages]:
                     if msg.to in cut or msg.from_ in cut or msg.to not in self.members:
                         if msg.type is MessageType.SNAP:
                             m.report_snapshot(msg.to, failed=True)
@@ -185,11 +185,11 @@ def test_reads_of_one_turn_share_one_read_index() -> None:
     for req_id in (1, 2, 3):
         m2.read(req_id)
     rd = m2.ready()
-    asks = [msg for msg in rd.messages if msg.type is MessageType.READ_INDEX]
+    asks = [msg for msg in [*rd.early_messages, *rd.messages] if msg.type is MessageType.READ_INDEX]
     assert len(asks) == 1
     m2.apply(peers.backends[2], rd.committed)
     m2.advance(rd)
-    for msg in rd.messages:
+    for msg in [*rd.early_messages, *rd.messages]:
         peers.members[msg.to].step(msg)
     peers.run()
     assert [r for r, _ in peers.reads[2]] == [1, 2, 3]
