@@ -71,8 +71,9 @@ def _key(rng: random.Random) -> bytes:
 
 
 def _prefix(rng: random.Random) -> tuple[bytes, bytes]:
+    """One of the ten prefixes k/00 .. k/09 (ten keys each) as [key, range_end)."""
     d = rng.randrange(10)
-    return f"k/{d}".encode(), f"k/{d + 1}".encode() if d < 9 else b"k0"
+    return f"k/0{d}".encode(), f"k/0{d + 1}".encode() if d < 9 else b"k/1"
 
 
 def _request(rng: random.Random, c: _Client, cid: int) -> Request:
