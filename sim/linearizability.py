@@ -34,6 +34,7 @@ what the watch checker compares streams to.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -41,6 +42,7 @@ from typing import TypeAlias
 from sim.history import (
     KV,
     Compact,
+    Delete,
     DeleteResult,
     LeaseGrant,
     LeaseRevoke,
@@ -124,6 +126,65 @@ def _seen_kvs(resp: Response) -> list[KV]:
         elif isinstance(x, DeleteResult):
             out.extend(x.prev_kvs)
     return out
+
+
+def _observations(op: Operation) -> list[tuple[KV, int]]:
+    """(kv, revision it was seen at) for every value an answer shows: the key was not
+    written between kv.mod_revision and that revision."""
+    resp = op.response
+    if resp is None:
+        return []
+    req, res, at = op.request, resp.result, resp.revision
+    out: list[tuple[KV, int]] = []
+    if isinstance(req, Range) and isinstance(res, RangeResult):
+        out += [(kv, req.revision or at) for kv in res.kvs]
+    elif isinstance(res, PutResult) and res.prev_kv is not None:
+        out.append((res.prev_kv, at - 1))
+    elif isinstance(res, DeleteResult):
+        out += [(kv, at - 1) for kv in res.prev_kvs]
+    elif isinstance(req, Txn) and isinstance(res, TxnResult):
+        branch = req.success if res.succeeded else req.failure
+        seen = at - 1 if _mutates(req, resp) else at  # ranges inside a writing txn saw the state before it
+        for sub, r in zip(branch, res.results, strict=False):
+            if isinstance(sub, Range) and isinstance(r, RangeResult) and not sub.revision:
+                out += [(kv, seen) for kv in r.kvs]
+            elif isinstance(r, PutResult) and r.prev_kv is not None:
+                out.append((r.prev_kv, seen))
+            elif isinstance(r, DeleteResult):
+                out += [(kv, seen) for kv in r.prev_kvs]
+    return out
+
+
+class _Quiet:
+    """Per key, the revisions at which an answer shows it was not written: a key seen at
+    revision `at` with mod_revision m was not written in (m, at]."""
+
+    def __init__(self, operations: Sequence[Operation]) -> None:
+        spans: dict[bytes, list[tuple[int, int]]] = {}
+        for op in operations:
+            for kv, at in _observations(op):
+                if kv.mod_revision < at:
+                    spans.setdefault(kv.key, []).append((kv.mod_revision, at))
+        self.starts: dict[bytes, list[int]] = {}
+        self.ends: dict[bytes, list[int]] = {}
+        for key, lst in spans.items():
+            lst.sort()
+            starts: list[int] = []
+            ends: list[int] = []
+            for lo, hi in lst:  # merge into disjoint (lo, hi] spans
+                if ends and lo < ends[-1]:
+                    ends[-1] = max(ends[-1], hi)
+                else:
+                    starts.append(lo)
+                    ends.append(hi)
+            self.starts[key], self.ends[key] = starts, ends
+
+    def written_at_is_impossible(self, key: bytes, revision: int) -> bool:
+        starts = self.starts.get(key)
+        if starts is None:
+            return False
+        i = bisect.bisect_left(starts, revision) - 1  # the last span starting below revision
+        return i >= 0 and revision <= self.ends[key][i]
 
 
 def _pins(operations: Sequence[Operation]) -> dict[int, int]:
@@ -245,6 +306,16 @@ class _Search:
         for o in ops:
             if o.pin:
                 self.pinned.setdefault(o.pin, []).append(o)
+        # what answers show about revisions, to reject an indeterminate write at a revision early
+        self.quiet = _Quiet(operations)
+        self.made_at: dict[int, set[tuple[bytes, bytes]]] = {}
+        for op in operations:
+            for kv, _ in _observations(op):
+                self.made_at.setdefault(kv.mod_revision, set()).add((kv.key, kv.value))
+        self.readers_at: dict[int, list[_Op]] = {}
+        for o in det:
+            if o.rev is not None and o.mut is False and isinstance(o.req, Range | Txn | Delete):
+                self.readers_at.setdefault(o.rev, []).append(o)
         indet = sorted((o for o in ops if o.indet and not o.pin), key=lambda o: (o.call, o.i))
         self.indet_bump = [o for o in indet if not o.changer]
         self.indet_other = [o for o in indet if o.changer]
@@ -380,6 +451,7 @@ class _Search:
                         ok = ok and model.revision == o.pin
                     else:
                         ok = ok and not (model.revision > rev and model.revision in claimed)
+                    ok = ok and (model.revision == rev or self._fits(model, m))
                 else:
                     ok = matches(out, o.resp, o.err)
                 if ok:
@@ -397,6 +469,26 @@ class _Search:
                 model.rollback(f.pre[0])
                 _, zob, p_ret, p_rev, p_flo, p_ib, p_io, p_nc, ndet, path = f.pre
                 frames.pop()
+
+    def _fits(self, model: Model, mark: int) -> bool:
+        """Can the write just applied (since `mark`) have made this revision? Not if an answer
+        shows the revision wrote other values, or shows a key it wrote unchanged across it, or
+        a read that answered this revision disagrees (only lease and compaction changes can
+        follow within a revision, and they do not change what a read sees, except to fail)."""
+        revision = model.revision
+        for key, value in self.made_at.get(revision, ()):
+            kv = model.live.get(key)
+            if kv is None or kv.mod_revision != revision or kv.value != value:
+                return False
+        if any(self.quiet.written_at_is_impossible(k, revision) for k in model.changed_since(mark)):
+            return False
+        for o in self.readers_at.get(revision, ()):
+            m = model.mark()
+            fits = matches(model.apply(o.req, o.resp), o.resp, o.err)
+            model.rollback(m)
+            if not fits:
+                return False
+        return True
 
     # -- results --------------------------------------------------------------------------------
 

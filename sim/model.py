@@ -154,6 +154,10 @@ class Model:
             else:
                 self.compactions.pop()
 
+    def changed_since(self, mark: int) -> list[bytes]:
+        """The keys written (or deleted) since `mark`."""
+        return [e[1] for e in self._journal[mark:] if e[0] == _HIST]  # type: ignore[misc]
+
     def clone(self) -> Model:
         """An independent copy (with an empty journal)."""
         m = Model()

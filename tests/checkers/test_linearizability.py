@@ -11,6 +11,7 @@ from sim.history import (
     Compare,
     LeaseGrant,
     LeaseGrantResult,
+    LeaseRevoke,
     Operation,
     Put,
     PutResult,
@@ -158,3 +159,12 @@ def test_agrees_with_brute_force_on_tiny_histories(rnd: random.Random, corrupt: 
     expected = brute_force_linearizable(ops)
     assert corrupt or expected, "an uncorrupted history is linearizable by construction"
     assert check_linearizability(ops).ok == expected
+
+
+def test_a_lease_expiring_before_its_ttl_is_a_violation() -> None:
+    """Expiry is recorded as an indeterminate revoke called at the earliest legal expiry."""
+    grant = ok(1, 0, 10, LeaseGrant(5, 1), 1, LeaseGrantResult(5, 1))
+    attach = ok(1, 20, 30, Put(b"a", b"1", 5), 2, PutResult())
+    expiry = Operation.failed(-1, 1000, None, LeaseRevoke(5), "lease expired")
+    assert _verdict(grant, attach, expiry, get(2, 1500, 1510, "a", 3)) == "ok"
+    assert _verdict(grant, attach, expiry, get(2, 500, 510, "a", 3)) == "violation"
