@@ -114,20 +114,6 @@ def _puts(req: Request) -> list[Put]:
     return []
 
 
-def _seen_kvs(resp: Response) -> list[KV]:
-    r = resp.result
-    subs = list(r.results) if isinstance(r, TxnResult) else [r]
-    out: list[KV] = []
-    for x in subs:
-        if isinstance(x, RangeResult):
-            out.extend(x.kvs)
-        elif isinstance(x, PutResult) and x.prev_kv is not None:
-            out.append(x.prev_kv)
-        elif isinstance(x, DeleteResult):
-            out.extend(x.prev_kvs)
-    return out
-
-
 def _observations(op: Operation) -> list[tuple[KV, int]]:
     """(kv, revision it was seen at) for every value an answer shows: the key was not
     written between kv.mod_revision and that revision."""
@@ -197,9 +183,7 @@ def _pins(operations: Sequence[Operation]) -> dict[int, int]:
             writers.setdefault((p.key, p.value), []).append(index)
     pins: dict[int, int] = {}
     for op in operations:
-        if op.response is None:
-            continue
-        for kv in _seen_kvs(op.response):
+        for kv, _ in _observations(op):
             w = writers.get((kv.key, kv.value))
             if w is not None and len(set(w)) == 1 and operations[w[0]].indeterminate:
                 pins[w[0]] = kv.mod_revision
@@ -246,7 +230,9 @@ class _Frame:
 class LinearizationResult:
     verdict: str  # "ok" | "violation" | "unknown"
     operations: int  # operations checked (indeterminate reads are not counted)
-    order: tuple[int, ...]  # indices into the checked list: the linearization, or the longest linearizable prefix
+    # indices into the checked list: the linearization, or the longest linearizable prefix found
+    # (empty when the violation was found without a search: two answers contradict each other)
+    order: tuple[int, ...]
     failed: int | None  # index of the first operation that cannot be placed after that prefix
     message: str
     log: RevisionLog | None  # the revisions the linearization committed (verdict ok)
@@ -265,7 +251,8 @@ def check_linearizability(
 ) -> LinearizationResult:
     """Check `operations` (any order); `deadline()` returning True stops the search with
     verdict "unknown". The function is pure: same input, same result."""
-    return _Search(operations).run(deadline)
+    search = _Search(operations)
+    return search.contradiction() or search.run(deadline)
 
 
 class _Search:
@@ -316,6 +303,10 @@ class _Search:
         for o in det:
             if o.rev is not None and o.mut is False and isinstance(o.req, Range | Txn | Delete):
                 self.readers_at.setdefault(o.rev, []).append(o)
+        self.naming: dict[int, list[_Op]] = {}  # lease id -> the operations naming it
+        for o in ops:
+            for lid in _leases(o.req):
+                self.naming.setdefault(lid, []).append(o)
         indet = sorted((o for o in ops if o.indet and not o.pin), key=lambda o: (o.call, o.i))
         self.indet_bump = [o for o in indet if not o.changer]
         self.indet_other = [o for o in indet if o.changer]
@@ -326,6 +317,38 @@ class _Search:
             o for o in det if o.err is not None and normalize_error(o.err) == _COMPACTED
         ]
         self.need_compact.sort(key=lambda o: (o.call, o.i))
+
+    def contradiction(self) -> LinearizationResult | None:
+        """A violation visible without searching: the store's revision never goes back, so an
+        operation called after another returned cannot answer a lower revision (nor the same
+        one if it wrote), and no two writes make the same revision."""
+        timed = [o for o in self.by_rev if o.call != -INF]
+        made: dict[int, _Op] = {}
+        for o in timed:
+            if o.mut is True and o.rev is not None:
+                other = made.setdefault(o.rev, o)
+                if other is not o:
+                    return self._witness(o, other, f"both made revision {o.rev}")
+        by_ret = sorted(timed, key=lambda o: (o.ret, o.i))
+        j, top = 0, None
+        for b in sorted(timed, key=lambda o: (o.call, o.i)):
+            while j < len(by_ret) and by_ret[j].ret < b.call:
+                a = by_ret[j]
+                if top is None or (a.rev or 0) > (top.rev or 0):
+                    top = a
+                j += 1
+            if top is None or b.rev is None or top.rev is None:
+                continue
+            if b.rev < top.rev or (b.mut is True and b.rev == top.rev):
+                return self._witness(b, top, f"it answered revision {b.rev} after #{top.index} returned {top.rev}")
+        return None
+
+    def _witness(self, bad: _Op, other: _Op, why: str) -> LinearizationResult:
+        lines = [
+            f"operation #{bad.index} cannot be placed: {describe(self.source[bad.index])}",
+            f"  {why}: #{other.index} is {describe(self.source[other.index])}",
+        ]
+        return LinearizationResult(VIOLATION, len(self.ops), (), bad.index, "\n".join(lines), None)
 
     def run(self, deadline: Callable[[], bool] | None) -> LinearizationResult:
         ops, model = self.ops, Model()
@@ -423,9 +446,12 @@ class _Search:
                     j = p_io
                     while j < n_io and indet_other[j].call <= min_ret:
                         o = indet_other[j]
-                        if not lin[o.i] and (compact_wanted or not isinstance(o.req, Compact)):
-                            choices.append(o)
                         j += 1
+                        if lin[o.i] or (isinstance(o.req, Compact) and not compact_wanted):
+                            continue
+                        if isinstance(o.req, LeaseGrant) and not self._lease_wanted(o, lin, min_ret):
+                            continue
+                        choices.append(o)
                     post: _Snap = (model.mark(), zob, p_ret, p_rev, p_flo, p_ib, p_io, p_nc, ndet, path)
                     frames.append(_Frame(pre, forced, post, choices))
             # -- take the innermost frame's next choice, or leave the frame --------------------
@@ -447,6 +473,8 @@ class _Search:
                 out = model.apply(o.req, o.resp)
                 if o.indet:  # worth trying only if it changes something and takes no claimed revision
                     ok = isinstance(out, Response) and model.fingerprint() != fp
+                    if ok and isinstance(o.req, LeaseRevoke) and model.revision == rev:
+                        ok = self._lease_wanted(o, lin, min_ret)  # a revoke without keys
                     if o.pin:
                         ok = ok and model.revision == o.pin
                     else:
@@ -469,6 +497,13 @@ class _Search:
                 model.rollback(f.pre[0])
                 _, zob, p_ret, p_rev, p_flo, p_ib, p_io, p_nc, ndet, path = f.pre
                 frames.pop()
+
+    def _lease_wanted(self, o: _Op, lin: bytearray, min_ret: float) -> bool:
+        """Only operations naming a lease see whether it exists, so an indeterminate grant, or a
+        revoke of a lease without keys, is only tried while one of them may be placed next
+        (moving it later, to just before that operation, keeps a linearization valid)."""
+        lid = o.req.id if isinstance(o.req, LeaseGrant | LeaseRevoke) else 0
+        return any(x is not o and not lin[x.i] and x.call <= min_ret for x in self.naming.get(lid, ()))
 
     def _fits(self, model: Model, mark: int) -> bool:
         """Can the write just applied (since `mark`) have made this revision? Not if an answer

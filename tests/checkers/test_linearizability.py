@@ -49,13 +49,27 @@ def test_a_stale_linearizable_read_is_a_violation_and_the_report_names_it() -> N
     result = check_linearizability(ops)
     assert result.verdict == "violation" and not brute_force_linearizable(ops)
     assert result.failed == 1
-    assert result.order == (0,)
-    assert "operation #1 cannot be placed: client 2 [20..30]: range a -> [] count 0 @rev 1" in result.message
-    assert "the model at revision 2 answers: [a=1(c2 m2 v1)] count 1 @rev 2" in result.message
+    assert result.message == (
+        "operation #1 cannot be placed: client 2 [20..30]: range a -> [] count 0 @rev 1\n"
+        "  it answered revision 1 after #0 returned 2: #0 is client 1 [0..10]: put a=1 -> ok @rev 2"
+    )
 
 
-def test_a_value_nobody_wrote_is_a_violation() -> None:
-    assert _verdict(put(1, 0, 10, "a", "1", 2), get(2, 20, 30, "a", 2, kv("a", "2", 2, 2, 1))) == "violation"
+def test_a_value_nobody_wrote_is_a_violation_reported_after_the_longest_prefix() -> None:
+    ops = [put(1, 0, 10, "a", "1", 2), get(2, 20, 30, "a", 2, kv("a", "2", 2, 2, 1))]
+    assert _verdict(*ops) == "violation"
+    result = check_linearizability(ops)
+    assert result.order == (0,) and result.failed == 1
+    assert result.message == (
+        "operation #1 cannot be placed: client 2 [20..30]: range a -> [a=2(c2 m2 v1)] count 1 @rev 2\n"
+        "  the model at revision 2 answers: [a=1(c2 m2 v1)] count 1 @rev 2\n"
+        "  after the longest linearizable prefix: 1 operations; last: client 1 [0..10]: put a=1 -> ok @rev 2"
+    )
+
+
+def test_two_writes_cannot_make_the_same_revision() -> None:
+    result = check_linearizability([put(1, 0, 10, "a", "1", 2), put(2, 20, 30, "b", "1", 2)])
+    assert result.verdict == "violation" and "both made revision 2" in result.message
 
 
 def test_an_acknowledged_write_that_vanishes_is_a_violation() -> None:
