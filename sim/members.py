@@ -22,13 +22,16 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from rusd.core import codec
 from rusd.core.cluster import MemberInfo
 from rusd.core.errors import EtcdError
 from rusd.core.lease.types import (
     LeaseGrantRequest,
     LeaseGrantResponse,
     LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse,
     LeaseRevokeRequest,
+    LeaseRevokeResponse,
 )
 from rusd.core.mvcc import store
 from rusd.core.mvcc.types import (
@@ -44,11 +47,14 @@ from rusd.core.mvcc.types import (
     TxnRequest,
     TxnResponse,
 )
-from rusd.core.node import Member, MemberConfig, Result, serve_read, unapplied_entries
-from rusd.core.raft import Entry, Message, MessageType, StateType
+from rusd.core.node import Member, MemberConfig, Proposal, Result, serve_read, unapplied_entries
+from rusd.core.raft import Entry, EntryKind, Message, MessageType, StateType
 from rusd.storage.memory import MemoryBackend, MemoryLog
+from sim import history as h
+from sim import member_history as mh
 from sim.checkers import Checkers
 from sim.clock import US_PER_MS, US_PER_S
+from sim.linearizability import check_linearizability
 from sim.network import Network, NetworkOptions
 from sim.rng import RngTree
 
@@ -57,7 +63,13 @@ NOT_DRIVEN = ("check durability:", "check raft_invariants:")
 CLIENT_CHECKERS = (
     "linearizable_reads",  # a linearizable get sees every write acknowledged before it was sent
     "acknowledged_writes",  # every acknowledged put is in every member's history at its revision
+    "lease_expiry",  # no lease expires before the TTL of its last acknowledged grant or renewal
+    "linearizability",  # the whole client history against the etcd model (sim.linearizability)
 )
+# The history's client id for the lessor's own revokes.
+EXPIRY_CLIENT = 1_000_000
+# Search steps the linearizability checker may take (a deterministic deadline).
+CHECK_BUDGET = 5_000_000
 KEYS = 8
 
 
@@ -101,6 +113,8 @@ class MembersOptions:
     # Planted bug (test-only): linearizable gets are served from the member's local state
     # at once, without a ReadIndex; the linearizable_reads check must catch it.
     stale_reads: bool = False
+    # Planted bugs in the Member itself (rusd.core.node.PLANTED_MEMBER_BUGS).
+    member_bugs: frozenset[str] = frozenset()
 
 
 class MemberCluster:
@@ -141,6 +155,12 @@ class MemberCluster:
         self.healed = False
         # What clients can see, beyond Raft's own invariants (sim.checkers).
         self.client_verdicts: dict[str, str | None] = dict.fromkeys(CLIENT_CHECKERS)
+        # Every client call in the shared history format, for the linearizability checker.
+        self.history: list[h.Operation] = []
+        # Lease id -> the earliest time it may expire (a renewal sent at t lasts t + TTL).
+        self.lease_floor: dict[int, int] = {}
+        self.expired: set[int] = set()
+        self.linearizability = ""
         self._hash = hashlib.sha256()
         for i in self.ids:
             self._push(self.workload.randrange(self.tick_us), TICK, i, None)
@@ -167,6 +187,7 @@ class MemberCluster:
         cfg = MemberConfig(
             MemberInfo(i, f"m{i}", (), ()), 9, election_ticks=10, heartbeat_ms=self.options.tick_ms,
             snapshot_count=self.options.snapshot_count, catch_up_entries=self.options.catch_up_entries,
+            bugs=self.options.member_bugs,
         )
         backend = self.backends[i]
         # A later boot sees a later wall clock (it seeds the proposal ids, as etcd's idutil).
@@ -190,7 +211,10 @@ class MemberCluster:
         # invariants one counts Raft-only steps: acknowledged_writes stands in for both.
         raft = [line for line in self.checkers.lines() if not line.startswith(NOT_DRIVEN)]
         return raft + [
-            f"check {name}: {'ok' if v is None else 'FAIL ' + v}" for name, v in self.client_verdicts.items()
+            f"check {name}: {'ok' if v is None else 'FAIL ' + v}"
+            + (f" ({self.linearizability.split('(', 1)[-1]}" if name == "linearizability" and v is None
+               and self.linearizability else "")
+            for name, v in self.client_verdicts.items()
         ]
 
     # -- one driver turn --------------------------------------------------------------------
@@ -214,6 +238,8 @@ class MemberCluster:
         for e in rd.committed:
             if e.index > applied_before:
                 self.checkers.on_apply(i, e)
+                if e.data and e.kind is EntryKind.NORMAL:
+                    self._on_expiry(e)
         applied = m.apply(backend, rd.committed, now)
         if rd.compact_log_to:
             log.compact_log(rd.compact_log_to)
@@ -239,7 +265,12 @@ class MemberCluster:
             self.snapshots += 1
             self.record(f"snapshot {i}>{msg.to} at {msg.snapshot.metadata.index}")
             msg = replace(msg, snapshot=replace(msg.snapshot, data=self.backends[i].image()))
-        for t in self.network.arrivals(self.now_us, msg.from_, msg.to):
+        arrivals = self.network.arrivals(self.now_us, msg.from_, msg.to)
+        if msg.type is MessageType.PROP:
+            # A forwarded proposal travels on a stream (gRPC over TCP, as etcd's rafthttp):
+            # it may be lost but never arrives twice, which would apply it twice.
+            arrivals = arrivals[:1]
+        for t in arrivals:
             self._push(t, MSG, msg.to, msg)
 
     def _observe(self, i: int, m: Member) -> None:
@@ -293,8 +324,10 @@ class MemberCluster:
                 return
             m.read(req_id)
         elif r < 0.65:
-            got = serve_read(backend, RangeRequest(key, serializable=True), 128)
+            get = RangeRequest(key, serializable=True)
+            got = serve_read(backend, get, 128)
             assert isinstance(got, RangeResponse)
+            self.history.append(h.Operation(c, self.now_us, self.now_us, mh.request(get), mh.response(got), None, i))
             self.record(f"c{c} serializable get {key!r} at {i}: rev {got.revision}")
             self._next_op(c, False)
             return
@@ -340,6 +373,9 @@ class MemberCluster:
     def _lost(self, req_id: int) -> None:
         """The connection to the member broke: the client cannot know the outcome."""
         op = self.ops.pop(req_id)
+        if op.kind != "keepalive":
+            self.history.append(h.Operation(op.client, op.sent_us, None, mh.request(op.request), member=op.member,
+                                            indeterminate=True))
         self.record(f"lost {req_id} {op.kind}")
         self._next_op(op.client, True)
 
@@ -348,6 +384,7 @@ class MemberCluster:
         if op is None:
             return
         self._next_op(op.client, isinstance(result, EtcdError))
+        self._remember(op, result)
         if isinstance(result, EtcdError):
             self.refused += 1
             self.refusals[result.message] = self.refusals.get(result.message, 0) + 1
@@ -369,6 +406,42 @@ class MemberCluster:
             )
         self.max_acked_revision = max(self.max_acked_revision, revision)
         self.record(f"ack {req_id} {op.kind} rev {revision}")
+
+    def _remember(self, op: Op, result: Result) -> None:
+        """The call in the history; renewals move the lease's earliest expiry."""
+        if op.kind == "keepalive":
+            if isinstance(result, LeaseKeepAliveResponse) and result.ttl > 0:
+                floor = op.sent_us + result.ttl * US_PER_S
+                self.lease_floor[result.id] = max(self.lease_floor.get(result.id, 0), floor)
+            return
+        request = mh.request(op.request)
+        if isinstance(result, EtcdError):
+            self.history.append(h.Operation.failed(op.client, op.sent_us, self.now_us, request, result.message,
+                                                   op.member))
+            return
+        assert isinstance(result, RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse
+                          | LeaseGrantResponse | LeaseRevokeResponse)
+        self.history.append(h.Operation(op.client, op.sent_us, self.now_us, request, mh.response(result), None,
+                                        op.member))
+        if isinstance(result, LeaseGrantResponse):
+            self.lease_floor[result.id] = max(self.lease_floor.get(result.id, 0), op.sent_us + result.ttl * US_PER_S)
+
+    def _on_expiry(self, entry: Entry) -> None:
+        """A lease the leader expired (its revoke proposal has no client): in the history as
+        a revoke that may take effect from the earliest moment the lease may expire."""
+        p = codec.decode(entry.data)
+        if not isinstance(p, Proposal) or p.req_id != 0 or not isinstance(p.request, LeaseRevokeRequest):
+            return
+        lease = p.request.id
+        if lease in self.expired:
+            return
+        self.expired.add(lease)
+        floor = self.lease_floor.get(lease, 0)
+        if floor > self.now_us:
+            self.fail("lease_expiry", f"lease {lease:x} expired at {self.now_us} us, before {floor} us "
+                                      "(a grant or renewal's TTL)")
+            return
+        self.history.append(h.Operation(EXPIRY_CLIENT, floor, self.now_us, h.LeaseRevoke(lease), indeterminate=True))
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -443,6 +516,7 @@ class MemberCluster:
         if not self.failed:
             self.checkers.on_liveness(self._converged(), self._why_not_converged())
             self._check_acknowledged_writes()
+            self._check_history()
         return MembersResult(
             self.seed, self.failed, self.verdict_lines(), self.acked, self.refused, self.crashes,
             self.snapshots, self.now_us / US_PER_S, self._hash.hexdigest(),
@@ -466,6 +540,24 @@ class MemberCluster:
     def _why_not_converged(self) -> str:
         states = {i: (m.applied_index, m.is_leader) if m else None for i, m in self.members.items()}
         return f"members did not converge within {self.options.heal_bound_s:.0f} s after healing: {states}"
+
+    def _check_history(self) -> None:
+        """The whole client history, unanswered calls as indeterminate, against etcd's model."""
+        unanswered = [
+            h.Operation(op.client, op.sent_us, None, mh.request(op.request), member=op.member, indeterminate=True)
+            for op in self.ops.values() if op.kind != "keepalive"
+        ]
+        steps = 0
+
+        def out_of_budget() -> bool:
+            nonlocal steps
+            steps += 1
+            return steps > CHECK_BUDGET
+
+        result = check_linearizability([*self.history, *unanswered], out_of_budget)
+        self.linearizability = result.summary().splitlines()[0]
+        if not result.ok:
+            self.fail("linearizability", result.message.replace("\n", " | "))
 
     def _check_acknowledged_writes(self) -> None:
         """Every acknowledged put is in every member's history at its revision (the workload

@@ -82,6 +82,10 @@ from rusd.core.raft import (
 )
 from rusd.core.raft.memory import MemoryStorage
 
+# Test-only: "early_lease_expiry" makes a new leader expire leases as if their TTLs had
+# started long ago, instead of giving each its full TTL again (etcd's Promote).
+PLANTED_MEMBER_BUGS = frozenset({"early_lease_expiry"})
+
 META_APPLIED_INDEX = b"applied_index"
 # The term of the entry at the applied index (etcd's "term" next to its consistent index):
 # the log restarts after it, so Raft knows the term of the entry before the first one.
@@ -144,6 +148,13 @@ class MemberConfig:
     catch_up_entries: int = 5_000
     # --strict-reconfig-check: refuse member changes that would leave no started quorum.
     strict_reconfig_check: bool = True
+    # Test-only planted bugs (see PLANTED_MEMBER_BUGS) that the simulator must catch.
+    bugs: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = self.bugs - PLANTED_MEMBER_BUGS
+        if unknown:
+            raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
 
     @property
     def request_timeout_ticks(self) -> int:
@@ -759,7 +770,10 @@ class Member:
         its full TTL again (plus an election timeout, as etcd's Promote), a former one stops.
         Reads asked in an older term may never be answered: they fail now so clients retry."""
         if leading and not self._leading:
-            self.lessor.promote(self._now, self.config.election_timeout)
+            if "early_lease_expiry" in self.config.bugs:
+                self.lessor.promote(self._now - 3600.0)
+            else:
+                self.lessor.promote(self._now, self.config.election_timeout)
             self._revoking.clear()
         elif self._leading and not leading:
             self.lessor.demote()

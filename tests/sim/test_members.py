@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sim.linearizability import check_linearizability
 from sim.members import MemberCluster, MembersOptions, simulate_members
 
 # 40 seeds x 3 and 5 members in CI (a sweep of seeds 0-99 x both sizes x 6,000 steps passed
@@ -79,3 +80,32 @@ def test_rusd_sim_runs_the_members_engine_seed_first_hash_last() -> None:
         assert "check linearizable_reads: ok" in lines and "verdict ok" in lines
         assert len(lines[-1]) == 64
     assert runs[0].output.splitlines()[-1] == runs[1].output.splitlines()[-1]
+
+
+def test_the_whole_client_history_is_linearizable_and_the_summary_says_so() -> None:
+    c = MemberCluster(2, options=MembersOptions(steps=4_000))
+    r = c.run()
+    assert not r.failed, r.verdict_lines
+    (line,) = [v for v in r.verdict_lines if v.startswith("check linearizability:")]
+    assert line.startswith("check linearizability: ok (") and line.endswith(" ops)")
+    assert len(c.history) > 300
+
+
+def test_planted_stale_reads_make_the_history_non_linearizable() -> None:
+    for seed in range(5):
+        c = MemberCluster(seed, options=MembersOptions(steps=3_000, stale_reads=True))
+        c.run()
+        result = check_linearizability(c.history)
+        if result.verdict == "violation":
+            assert "range" in result.message
+            return
+    pytest.fail("no seed's history showed the stale reads")
+
+
+def test_planted_early_lease_expiry_on_a_new_leader_is_caught() -> None:
+    caught = []
+    planted = MembersOptions(steps=4_000, member_bugs=frozenset({"early_lease_expiry"}))
+    for seed in range(3):
+        r = MemberCluster(seed, options=planted).run()
+        caught += [v for v in r.verdict_lines if v.startswith("check lease_expiry: FAIL")]
+    assert len(caught) == 3, caught
