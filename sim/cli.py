@@ -19,7 +19,9 @@ from pathlib import Path
 
 import click
 
+from rusd.core.node import PLANTED_MEMBER_BUGS
 from rusd.core.raft import PLANTED_BUGS, StateType
+from sim import shrink, timeline
 from sim.cluster import Cluster, SimOptions, SimResult
 from sim.members import MemberCluster, MembersOptions
 from sim.swarm import (
@@ -122,14 +124,17 @@ def _run_many(seeds: range, base: SimOptions, swarm: bool, save_dir: Path | None
     return not failed
 
 
-def _run_members(seed: int, members: int, steps: int) -> bool:
-    """One seed of the etcd-members engine: seed first, verdicts, counters, trace hash last."""
+def _run_members(seed: int, options: MembersOptions, save_dir: Path | None = None, shrink_it: bool = False,
+                 report: str | None = None) -> bool:
+    """One seed of the etcd-members engine: seed first, verdicts, counters, trace hash last.
+    A failing seed can be shrunk, kept (with its report) and drawn as an HTML timeline."""
     click.echo(f"seed {seed}")
     start = os.times().elapsed
-    cluster = MemberCluster(seed, options=MembersOptions(members=members, steps=steps))
+    cluster = MemberCluster(seed, options=options)
     result = cluster.run()
     wall = max(os.times().elapsed - start, 1e-3)
-    click.echo(f"settings engine members, {members} members, {steps} steps, network {cluster.network.options}")
+    click.echo(f"settings engine members, {options.members} members, {options.steps} steps, "
+               f"network {cluster.network.options}")
     for line in result.verdict_lines:
         click.echo(line)
     click.echo(
@@ -141,9 +146,29 @@ def _run_members(seed: int, members: int, steps: int) -> bool:
         f"sim-seconds/wall-second {result.sim_seconds / wall:.1f} "
         f"ops/wall-second {(result.acked + result.refused) / wall:.0f}"
     )
+    if result.failed:
+        if shrink_it:
+            options, result = shrink.shrink(seed, options)
+            cluster = MemberCluster(seed, options=options)
+            cluster.run()
+            click.echo(f"shrunk to {options.steps} steps, {options.clients} clients, crashes {options.crashes}: "
+                       + "; ".join(line for line in result.verdict_lines if ": FAIL" in line))
+        if save_dir is not None and shrink.planted(options):
+            click.echo("not kept: the run has a planted bug")
+        elif save_dir is not None:
+            click.echo(f"kept {shrink.save(save_dir, seed, options, result)}")
+        if report is not None:
+            with open(report, "w") as f:
+                f.write(timeline.render(f"rusd-sim --engine members --seed {seed}", cluster.history,
+                                        cluster.fault_log, cluster.unplaceable))
+            click.echo(f"timeline {report}")
     click.echo(f"verdict {'FAIL' if result.failed else 'ok'}")
     click.echo(result.trace_hash)
     return not result.failed
+
+
+# Planted bugs of the members engine (test-only).
+MEMBERS_BUGS = frozenset({"stale_reads", "watch_skips"}) | PLANTED_MEMBER_BUGS
 
 
 @click.command()
@@ -166,7 +191,12 @@ def _run_members(seed: int, members: int, steps: int) -> bool:
 @click.option("--engine", type=click.Choice(["raft", "members"]), default="raft", show_default=True,
               help="raft: Raft nodes over a register (every fault, swarm, planted bugs); members: full etcd "
                    "members (Raft + MVCC + leases) under an etcd client workload, crashes and snapshots.")
-@click.option("--bug", "bugs", multiple=True, type=click.Choice(sorted(PLANTED_BUGS | set(DRIVER_BUGS))), hidden=True,
+@click.option("--shrink", "shrink_it", is_flag=True,
+              help="members engine: shrink a failing seed (fewer events, clients, no crashes) before keeping it.")
+@click.option("--report", default=None, type=click.Path(dir_okay=False, writable=True),
+              help="members engine: write an HTML timeline of a failing run here.")
+@click.option("--bug", "bugs", multiple=True,
+              type=click.Choice(sorted(PLANTED_BUGS | set(DRIVER_BUGS) | MEMBERS_BUGS)), hidden=True,
               help="Test-only: plant a bug (in the Raft core or the driver) to see the checkers catch it.")
 def main(
     seed: int,
@@ -180,17 +210,25 @@ def main(
     save_dir: str | None,
     trace_path: str | None,
     engine: str,
+    shrink_it: bool,
+    report: str | None,
     bugs: tuple[str, ...],
 ) -> None:
     """Run simulated rusd (Raft) clusters under seeded faults and check them."""
     if seed_range is not None and count is not None:
         raise click.UsageError("use either --seeds A..B or --count N, not both")
+    save = Path(save_dir) if save_dir is not None else None
     if engine == "members":
+        if replay_path is not None:
+            kept_seed, kept_options = shrink.load(Path(replay_path))
+            raise SystemExit(0 if _run_members(kept_seed, kept_options) else 1)
         seeds = _seed_range(seed_range) if seed_range is not None else range(seed, seed + (count or 1))
-        if not all([_run_members(s, int(members), steps) for s in seeds]):
+        planted = MembersOptions(members=int(members), steps=steps, stale_reads="stale_reads" in bugs,
+                                 watch_skips="watch_skips" in bugs,
+                                 member_bugs=frozenset(bugs) & PLANTED_MEMBER_BUGS)
+        if not all([_run_members(s, planted, save, shrink_it, report) for s in seeds]):
             raise SystemExit(1)
         return
-    save = Path(save_dir) if save_dir is not None else None
     if replay_path is not None:
         try:
             kept = load_seed(Path(replay_path))

@@ -173,6 +173,8 @@ class MemberCluster:
         # Open watch streams: watcher -> (member, stream id, the stream so far); finished ones.
         self.watching: dict[int, tuple[int, int, h.WatchStream]] = {}
         self.watch_streams: list[h.WatchStream] = []
+        self.fault_log: list[tuple[int, str]] = []  # (time, what) for reports
+        self.unplaceable: h.Operation | None = None  # the linearizability check's culprit
         self._hash = hashlib.sha256()
         for i in self.ids:
             self._push(self.workload.randrange(self.tick_us), TICK, i, None)
@@ -518,6 +520,7 @@ class MemberCluster:
             self._end_watches(i)
             self.crashes += 1
             self.record(f"crash {i}")
+            self.fault_log.append((self.now_us, f"crash m{i}"))
             for req_id in [r for r, op in self.ops.items() if op.member == i]:
                 self._lost(req_id)
             downtime = self.faults.randrange(100 * US_PER_MS, 6 * US_PER_S)
@@ -530,6 +533,7 @@ class MemberCluster:
         self.members[i] = m
         self.checkers.on_restart(i, m.applied_index)
         self.record(f"restart {i} applied {m.applied_index} last {m.last_index}")
+        self.fault_log.append((self.now_us, f"restart m{i}"))
         self._turn(i)
 
     # -- the run ----------------------------------------------------------------------------
@@ -565,11 +569,13 @@ class MemberCluster:
                 lone = self.workload.choice(self.ids)
                 self.network.partition([[lone], [i for i in self.ids if i != lone]])
                 self.record(f"partition {lone}")
+                self.fault_log.append((self.now_us, f"partition m{lone}"))
             if n == half:
                 self.network.heal()
                 self.network.options = self.network.options.healed()
                 self.healed = True
                 self.record("heal")
+                self.fault_log.append((self.now_us, "heal"))
             self.step()
             if self.failed:
                 break
@@ -632,7 +638,10 @@ class MemberCluster:
                 got.append(_watch_response(r))
             self.watch_streams.append(replace(stream, responses=tuple(got)))
         observed = _watched_states(self.watch_streams)
-        result = check_linearizability([*self.history, *unanswered, *observed], out_of_budget)
+        checked = [*self.history, *unanswered, *observed]
+        result = check_linearizability(checked, out_of_budget)
+        if result.failed is not None:
+            self.unplaceable = checked[result.failed]
         self.linearizability = result.summary().splitlines()[0]
         if not result.ok:
             self.fail("linearizability", result.message.replace("\n", " | "))
