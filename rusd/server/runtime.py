@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from rusd.core import errors
 from rusd.core.cluster import MemberInfo
@@ -105,10 +106,7 @@ def is_serializable(req: RangeRequest | TxnRequest) -> bool:
     ranges are all serializable (etcd's isTxnSerializable)."""
     if isinstance(req, RangeRequest):
         return req.serializable
-    ops = [*req.success, *req.failure]
-    return all(isinstance(op, RangeRequest) and op.serializable for op in ops if op is not None) and all(
-        not isinstance(op, TxnRequest) for op in ops
-    )
+    return all(isinstance(op, RangeRequest) and op.serializable for op in (*req.success, *req.failure))
 
 
 class Runtime:
@@ -217,11 +215,11 @@ class Runtime:
     def transfer_leader(self, to: int) -> None:
         self.post(_Transfer(to))
 
-    async def receive_snapshot(self, message: Message, path: object) -> None:
+    async def receive_snapshot(self, message: Message, path: Path) -> None:
         """The transport's callback: a leader's image arrived in the file `path`; the
         writer installs it when Raft accepts the snapshot (or deletes it)."""
         assert message.snapshot is not None
-        data = os.fspath(path).encode()  # type: ignore[call-overload]
+        data = os.fspath(path).encode()
         self.post(_Step([replace(message, snapshot=replace(message.snapshot, data=data))]))
 
     def _send(self, messages: list[Message]) -> None:
