@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from rusd.core.lease.types import LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse
 from rusd.core.mvcc.types import (
+    CompactionRequest,
+    CompactionResponse,
     Compare,
     CompareResult,
     CompareTarget,
@@ -57,6 +59,8 @@ def request(req: object) -> h.Request:
         return h.LeaseGrant(req.id, req.ttl)
     if isinstance(req, LeaseRevokeRequest):
         return h.LeaseRevoke(req.id)
+    if isinstance(req, CompactionRequest):
+        return h.Compact(req.revision)
     return _op(req)
 
 
@@ -73,9 +77,11 @@ def _result(r: object) -> h.Result:
         return h.LeaseGrantResult(r.id, r.ttl)
     if isinstance(r, LeaseRevokeResponse):
         return h.LeaseRevokeResult()
+    if isinstance(r, CompactionResponse):
+        return h.CompactResult()
     raise TypeError(f"not a response the workload gets: {r!r}")
 
 
 def response(r: RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse | LeaseGrantResponse
-             | LeaseRevokeResponse) -> h.Response:
+             | LeaseRevokeResponse | CompactionResponse) -> h.Response:
     return h.Response(r.revision, _result(r))

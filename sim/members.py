@@ -35,6 +35,8 @@ from rusd.core.lease.types import (
 )
 from rusd.core.mvcc import store
 from rusd.core.mvcc.types import (
+    CompactionRequest,
+    CompactionResponse,
     Compare,
     CompareResult,
     CompareTarget,
@@ -340,7 +342,8 @@ class MemberCluster:
             op = Op(c, "put", PutRequest(key, f"v{req_id}".encode()), i, self.now_us)
             m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
         elif r < 0.6:
-            op = Op(c, "get", RangeRequest(key), i, self.now_us, floor=self.max_acked_revision)
+            ask = RangeRequest(key) if r < 0.52 else RangeRequest(b"k", b"l", limit=self.workload.randrange(1, 5))
+            op = Op(c, "get", ask, i, self.now_us, floor=self.max_acked_revision)
             if self.options.stale_reads:
                 self.ops[req_id] = op
                 self._answer(req_id, serve_read(backend, op.request, 128))  # type: ignore[arg-type]
@@ -357,6 +360,18 @@ class MemberCluster:
         elif r < 0.72:
             op = Op(c, "delete", DeleteRangeRequest(key), i, self.now_us)
             m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
+        elif r < 0.85 and r >= 0.8:
+            other = f"k{self.workload.randrange(KEYS)}".encode()
+            txn = TxnRequest(
+                compare=(Compare(key, CompareTarget.VERSION, CompareResult.GREATER,
+                                 operand_target=CompareTarget.VERSION, operand=0),),
+                success=(PutRequest(key, f"t{req_id}".encode()), RangeRequest(b"k", b"l"))
+                if other == key else (PutRequest(key, f"t{req_id}".encode()), DeleteRangeRequest(other),
+                                      RangeRequest(b"k", b"l")),
+                failure=(PutRequest(key, f"f{req_id}".encode()),),
+            )
+            op = Op(c, "txn", txn, i, self.now_us)
+            m.submit(req_id, txn, backend.size())
         elif r < 0.85:
             kv = backend.get(key)
             mod = kv.mod_revision if kv is not None else 0
@@ -379,9 +394,13 @@ class MemberCluster:
             lease = self.workload.choice(self.leases)
             op = Op(c, "keepalive", LeaseKeepAliveRequest(lease), i, self.now_us)
             m.local(req_id, op.request, self.now_us / 1e6)  # type: ignore[arg-type]
-        else:
+        elif r < 0.995:
             lease = self.workload.choice(self.leases)
             op = Op(c, "revoke", LeaseRevokeRequest(lease), i, self.now_us)
+            m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
+        else:
+            target = max(1, store.current_revision(backend) - self.workload.randrange(5, 40))
+            op = Op(c, "compact", CompactionRequest(target), i, self.now_us)
             m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
         self.ops[req_id] = op
         self.record(f"c{c} sends {req_id} {op.kind} {key!r} to {i}")
@@ -443,7 +462,7 @@ class MemberCluster:
                                                    op.member))
             return
         assert isinstance(result, RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse
-                          | LeaseGrantResponse | LeaseRevokeResponse)
+                          | LeaseGrantResponse | LeaseRevokeResponse | CompactionResponse)
         self.history.append(h.Operation(op.client, op.sent_us, self.now_us, request, mh.response(result), None,
                                         op.member))
         if isinstance(result, LeaseGrantResponse):
@@ -653,11 +672,14 @@ class MemberCluster:
             self.fail("watch", "; ".join(v.message for v in report.violations[:3]))
 
     def _check_acknowledged_writes(self) -> None:
-        """Every acknowledged put is in every member's history at its revision (the workload
-        never compacts)."""
+        """Every acknowledged put is in every member's history at its revision (unless a
+        compaction removed that revision)."""
         for i in self.ids:
             backend = self.backends[i]
+            compacted = store.compact_revision(backend)
             for key, value, revision in self.acked_puts:
+                if revision < compacted:
+                    continue  # compacted away (a later revision of the key stays)
                 found = [kv.value for _, kv in backend.history(key, None) if kv.mod_revision == revision]
                 if found != [value]:
                     self.fail(
