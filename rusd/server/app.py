@@ -21,6 +21,7 @@ from rusd.core.node import MemberConfig
 from rusd.server import auth_tokens, logs, services, tls
 from rusd.server.auth_guard import AuthGuard
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap, verify_join_existing
+from rusd.server.corrupt import CorruptionError, check_initial_hash
 from rusd.server.interceptors import LeaderChecks, UnmarshalErrors
 from rusd.server.join import MembershipServicer, fetch_cluster
 from rusd.server.peer import PEER_SERVER_OPTIONS, PeerTransport
@@ -209,6 +210,14 @@ async def _serve(
     peer_server, transport = _peer_listener(config, runtime, joined, server_tls.peer)
     runtime.start()
     await peer_server.start()
+    if config.initial_corrupt_check:
+        try:
+            await check_initial_hash(runtime.config.member.id, runtime.status.members, await runtime.snapshot())
+        except CorruptionError:
+            await transport.close()
+            await peer_server.stop(grace=0.5)
+            await runtime.stop()
+            raise
     await server.start()
     publishing = asyncio.ensure_future(_publish(runtime))
     log.info("ready to serve client requests")
@@ -277,6 +286,6 @@ def run(config: ServerConfig) -> None:
     try:
         logs.setup(config)
         asyncio.run(serve(config))
-    except (ConfigError, StorageError) as e:
+    except (ConfigError, StorageError, CorruptionError) as e:
         print(f"rusd: {e}", file=sys.stderr)
         raise SystemExit(1) from None

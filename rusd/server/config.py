@@ -214,6 +214,7 @@ class ServerConfig:
     snapshot_catchup_entries: int = 5000
     strict_reconfig_check: bool = True
     force_new_cluster: bool = False
+    initial_corrupt_check: bool = False
     quota_backend_bytes: int = 0  # 0: DEFAULT_QUOTA_BACKEND_BYTES; negative: no quota
     max_request_bytes: int = 1572864
     max_txn_ops: int = 128
@@ -698,6 +699,7 @@ def build_config(cmd: CommandLine, env: Mapping[str, str], *, warn: Warn = warn_
         snapshot_catchup_entries=n("experimental-snapshot-catchup-entries"),
         strict_reconfig_check=values["strict-reconfig-check"] is True,
         force_new_cluster=values["force-new-cluster"] is True,
+        initial_corrupt_check=values["experimental-initial-corrupt-check"] is True,
         quota_backend_bytes=n("quota-backend-bytes"),
         max_request_bytes=n("max-request-bytes"),
         max_txn_ops=n("max-txn-ops"),

@@ -519,6 +519,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
         "false",
         EXPERIMENTAL,
         "Enable to check data corruption before serving any client/peer traffic.",
+        impl=True,
     ),
     _f(
         "experimental-corrupt-check-time",

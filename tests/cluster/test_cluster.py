@@ -5,6 +5,7 @@ transfer, and a five-member cluster losing two members."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from rusd.storage.lmdb import LmdbStore
 from tests.cluster.harness import Cluster, get, hash_kv, put
 from tests.servers import etcdctl
 
@@ -373,3 +375,35 @@ def test_force_new_cluster_restarts_a_member_alone_with_its_data(cluster: Cluste
     cluster.start(m1)
     cluster.leader()
     assert get(m1.endpoint, b"alone") == [(b"alone", b"yes")]
+
+
+def test_initial_corrupt_check_refuses_a_member_whose_data_diverged(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    for i in range(5):
+        put(cluster.nodes["m1"].endpoint, b"c%d" % i, b"v%d" % i)
+    member_list_shape(cluster, cluster.nodes["m1"].endpoint)  # client URLs published
+    cluster.converged()
+    m3 = cluster.nodes["m3"]
+    assert m3.process is not None
+    m3.process.stop()
+    cluster.extra = ("--experimental-initial-corrupt-check",)
+    # a healthy member passes the check and serves
+    m3.process = None
+    cluster.start(m3)
+    assert m3.process is not None
+    m3.process.stop()
+    # the same member with one value changed on disk behind rusd's back refuses to start
+    store = LmdbStore(str(m3.process.data_dir / "member" / "rusd"), map_size=1 << 30)
+    try:
+        kv = store.snapshot().get(b"c2")
+        assert kv is not None
+        batch = store.begin()
+        batch.write(0, dataclasses.replace(kv, value=b"evil"))
+        batch.commit()
+    finally:
+        store.close()
+    m3.process = None
+    process = cluster.start(m3, wait=False)
+    assert process.proc is not None
+    assert process.proc.wait(timeout=60) == 1
+    assert "found data inconsistency with peers" in process.log()
