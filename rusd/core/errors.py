@@ -121,3 +121,4 @@ TOO_MANY_REQUESTS = _kind(Code.RESOURCE_EXHAUSTED, "etcdserver: too many request
 BAD_LEADER_TRANSFEREE = _kind(Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 LEADER_TRANSFER_TIMEOUT = _kind(Code.UNAVAILABLE, "etcdserver: request timed out, leader transfer took too long")
 UNHEALTHY = _kind(Code.UNAVAILABLE, "etcdserver: unhealthy cluster")
+CORRUPT = _kind(Code.DATA_LOSS, "etcdserver: corrupt cluster")

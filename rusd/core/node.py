@@ -108,6 +108,9 @@ Response: TypeAlias = (
     | LeaseGrantResponse | LeaseRevokeResponse | LeaseKeepAliveResponse | LeaseTimeToLiveResponse
     | LeaseLeasesResponse | MemberResponse | AuthResult
 )
+# What a cluster with the CORRUPT alarm refuses (etcd's applierV3Corrupt).
+CORRUPT_REFUSES = (PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest, LeaseGrantRequest,
+                   LeaseRevokeRequest)
 # etcd's quota estimate for a lease grant (etcdserver/quota.go leaseOverhead).
 LEASE_OVERHEAD = 64
 Result: TypeAlias = Response | EtcdError
@@ -663,6 +666,10 @@ class Member:
             return
 
     @property
+    def corrupt(self) -> bool:
+        return any(a.alarm == AlarmType.CORRUPT for a in self.alarms)
+
+    @property
     def nospace(self) -> bool:
         return any(a.alarm == AlarmType.NOSPACE for a in self.alarms)
 
@@ -930,6 +937,9 @@ class Member:
         if isinstance(req, AUTH_REQUESTS):
             answer, self.auth = auth_apply.apply(backend, self.auth, req, store.current_revision(backend))
             return answer
+        if self.corrupt and isinstance(req, CORRUPT_REFUSES):
+            # etcd's applierV3Corrupt: a member found diverged stops taking changes.
+            raise EtcdError(errors.CORRUPT)
         book = self.lessor
         if isinstance(req, PutRequest):
             if self.nospace:

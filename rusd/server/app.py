@@ -21,7 +21,7 @@ from rusd.core.node import MemberConfig
 from rusd.server import auth_tokens, logs, services, tls
 from rusd.server.auth_guard import AuthGuard
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap, verify_join_existing
-from rusd.server.corrupt import CorruptionError, check_initial_hash
+from rusd.server.corrupt import CorruptionError, check_initial_hash, check_periodically
 from rusd.server.interceptors import LeaderChecks, UnmarshalErrors
 from rusd.server.join import MembershipServicer, fetch_cluster
 from rusd.server.peer import PEER_SERVER_OPTIONS, PeerTransport
@@ -220,10 +220,16 @@ async def _serve(
             raise
     await server.start()
     publishing = asyncio.ensure_future(_publish(runtime))
+    checking = (
+        asyncio.ensure_future(check_periodically(runtime, config.corrupt_check_interval))
+        if config.corrupt_check_interval > 0 else None
+    )
     log.info("ready to serve client requests")
     await done.wait()
     log.info("received stop request, shutting down")
     publishing.cancel()
+    if checking is not None:
+        checking.cancel()
     await server.stop(grace=1.0)
     await transport.close()
     await peer_server.stop(grace=0.5)

@@ -215,6 +215,7 @@ class ServerConfig:
     strict_reconfig_check: bool = True
     force_new_cluster: bool = False
     initial_corrupt_check: bool = False
+    corrupt_check_interval: float = 0.0  # seconds; 0: off
     quota_backend_bytes: int = 0  # 0: DEFAULT_QUOTA_BACKEND_BYTES; negative: no quota
     max_request_bytes: int = 1572864
     max_txn_ops: int = 128
@@ -700,6 +701,7 @@ def build_config(cmd: CommandLine, env: Mapping[str, str], *, warn: Warn = warn_
         strict_reconfig_check=values["strict-reconfig-check"] is True,
         force_new_cluster=values["force-new-cluster"] is True,
         initial_corrupt_check=values["experimental-initial-corrupt-check"] is True,
+        corrupt_check_interval=n("experimental-corrupt-check-time") / 1e9,
         quota_backend_bytes=n("quota-backend-bytes"),
         max_request_bytes=n("max-request-bytes"),
         max_txn_ops=n("max-txn-ops"),

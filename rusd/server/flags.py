@@ -527,6 +527,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
         "0s",
         EXPERIMENTAL,
         "Duration of time between cluster corruption check passes.",
+        impl=True,
     ),
     _f(
         "experimental-enable-v2v3",

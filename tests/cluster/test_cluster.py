@@ -407,3 +407,38 @@ def test_initial_corrupt_check_refuses_a_member_whose_data_diverged(cluster: Clu
     assert process.proc is not None
     assert process.proc.wait(timeout=60) == 1
     assert "found data inconsistency with peers" in process.log()
+
+
+def test_periodic_corrupt_check_raises_the_corrupt_alarm_and_writes_stop(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, extra=("--experimental-corrupt-check-time", "1s"))
+    try:
+        c.start_all(3)
+        leader = c.leader()
+        member_list_shape(c, leader.endpoint)
+        for i in range(5):
+            put(leader.endpoint, b"c%d" % i, b"v%d" % i)
+        c.converged()
+        victim = next(n for n in c.nodes.values() if n is not leader)
+        assert victim.process is not None
+        victim.process.stop()
+        store = LmdbStore(str(victim.process.data_dir / "member" / "rusd"), map_size=1 << 30)
+        try:
+            kv = store.snapshot().get(b"c2")
+            assert kv is not None
+            batch = store.begin()
+            batch.write(0, dataclasses.replace(kv, value=b"evil"))
+            batch.commit()
+        finally:
+            store.close()
+        c.start(victim)
+        victim_id = _id_of(c, victim.name)
+        deadline = time.monotonic() + 30
+        while "alarm:CORRUPT" not in (alarms := etcdctl(leader.endpoint, "alarm", "list").stdout):
+            assert time.monotonic() < deadline, "no CORRUPT alarm"
+            time.sleep(0.3)
+        assert f"memberID:{int(victim_id, 16)} alarm:CORRUPT" in alarms
+        refused = etcdctl(leader.endpoint, "put", "k", "v", check=False)
+        assert refused.returncode == 1 and "etcdserver: corrupt cluster" in refused.stderr
+        assert get(leader.endpoint, b"c1") == [(b"c1", b"v1")]  # reads still work
+    finally:
+        c.stop_all()
