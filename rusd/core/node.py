@@ -90,7 +90,6 @@ META_APPLIED_INDEX = b"applied_index"
 # The term of the entry at the applied index (etcd's "term" next to its consistent index):
 # the log restarts after it, so Raft knows the term of the entry before the first one.
 META_APPLIED_TERM = b"applied_term"
-# The member's current term (kept for data written before the hard state was stored).
 # Raft's HardState (term, vote, commit), written in the same batch as the entries.
 META_HARD_STATE = b"raft_hard_state"
 # Raft's configuration (voters, learners) as of the applied index.
@@ -826,7 +825,10 @@ class Member:
         assert rd is not None and rd.snapshot is not None
         self._applied = max(store.get_int(backend, META_APPLIED_INDEX), rd.snapshot.metadata.index)
         save_hard_state(backend, self.raw.hard_state())
-        save_conf_state(backend, rd.snapshot.metadata.conf_state)
+        if load_conf_state(backend) is None:
+            # The image's own configuration is as of its applied index (what a restart
+            # starts from); only an image without one takes the snapshot's.
+            save_conf_state(backend, rd.snapshot.metadata.conf_state)
         self.alarms = alarms.load(backend)
         self.roster = Roster(backend)
         self.auth = auth_store.load(backend)
@@ -853,21 +855,24 @@ class Member:
         conf_changed = False
         for entry in entries:
             if entry.kind is EntryKind.CONF_CHANGE:
-                conf_changed = True
+                # Changes the backend already holds leave its stored configuration alone.
+                conf_changed |= entry.index > applied
                 self._apply_conf_change(backend, entry, entry.index <= applied, answers)
                 continue
             if entry.index <= applied:
                 continue
+            proposal: Proposal | None = codec.decode(entry.data) if entry.data else None
             if at_index:
                 # The proposal this member put at that index is not the entry there: lost.
                 lost = at_index.pop(entry.index, None)
-                if lost is not None and not self._is_proposal(entry, lost):
+                if lost is not None and (
+                    proposal is None or proposal.member_id != self.member_id or proposal.req_id != lost
+                ):
                     waiter = waiting.pop(lost, None)
                     if waiter is not None:
                         answers.append((waiter.req_id, EtcdError(errors.LEADER_CHANGED)))
-            if not entry.data or entry.kind is not EntryKind.NORMAL:
+            if proposal is None:
                 continue
-            proposal: Proposal = codec.decode(entry.data)
             try:
                 result: Result = self._apply_one(backend, proposal.request, events)
             except EtcdError as e:
@@ -921,12 +926,6 @@ class Member:
             waiter = self._waiting.pop(proposal.req_id, None)
             if waiter is not None:
                 answers.append((waiter.req_id, result))
-
-    def _is_proposal(self, entry: Entry, proposal_id: int) -> bool:
-        if not entry.data or entry.kind is not EntryKind.NORMAL:
-            return False
-        p: Proposal = codec.decode(entry.data)
-        return p.member_id == self.member_id and p.req_id == proposal_id
 
     def _apply_one(self, backend: KVBackend, req: WriteRequest, events: list[Event]) -> Response:
         if isinstance(req, Authed):

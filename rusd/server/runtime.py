@@ -44,7 +44,6 @@ from rusd.core.node import (
     MemberStatus,
     Result,
     WriteRequest,
-    serve_read,
     unapplied_entries,
 )
 from rusd.core.raft import Message, MessageType, RaftError
@@ -272,18 +271,6 @@ class Runtime:
             self._view_changed.clear()
             await self._view_changed.wait()
         return self._view
-
-    async def read(self, req: RangeRequest | TxnRequest) -> Result:
-        """A Range or read-only Txn: linearizable ones in a cluster wait for Raft's
-        ReadIndex; the others are served from the snapshot at once."""
-        barrier = await self.linearize(req)
-        if barrier is not None:
-            return barrier
-        view = await self.snapshot()
-        try:
-            return serve_read(view, req, self.config.max_txn_ops)
-        except EtcdError as e:
-            return e
 
     def connected_voters(self, since: float) -> int:
         """Voting members (this one included) whose peer stream has been up since the
