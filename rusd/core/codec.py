@@ -39,39 +39,65 @@ def _varint(out: bytearray, n: int) -> None:
     out.append(n)
 
 
+def _encode_int(out: bytearray, value: int) -> None:
+    out.append(_INT)
+    _varint(out, (value << 1) if value >= 0 else ((-value << 1) - 1))
+
+
+def _encode_bytes(out: bytearray, value: bytes) -> None:
+    out.append(_BYTES)
+    _varint(out, len(value))
+    out += value
+
+
+def _encode_str(out: bytearray, value: str) -> None:
+    raw = value.encode()
+    out.append(_STR)
+    _varint(out, len(raw))
+    out += raw
+
+
+def _encode_tuple(out: bytearray, value: tuple[Any, ...] | list[Any]) -> None:
+    out.append(_TUPLE)
+    _varint(out, len(value))
+    for item in value:
+        _encode(out, item)
+
+
+def _encode_none(out: bytearray, value: None) -> None:
+    out.append(_NONE)
+
+
+def _encode_bool(out: bytearray, value: bool) -> None:
+    out.append(_TRUE if value else _FALSE)
+
+
+# By exact type: the hot path is one dict lookup per value (bool is not int here).
+_ENCODERS: dict[type, Any] = {
+    type(None): _encode_none, bool: _encode_bool, int: _encode_int, bytes: _encode_bytes,
+    str: _encode_str, tuple: _encode_tuple, list: _encode_tuple,
+}
+
+
 def _encode(out: bytearray, value: Any) -> None:
-    if value is None:
-        out.append(_NONE)
-    elif value is True:
-        out.append(_TRUE)
-    elif value is False:
-        out.append(_FALSE)
-    elif isinstance(value, int):
-        out.append(_INT)
-        _varint(out, (value << 1) if value >= 0 else ((-value << 1) - 1))
-    elif isinstance(value, bytes):
-        out.append(_BYTES)
-        _varint(out, len(value))
-        out += value
-    elif isinstance(value, str):
-        raw = value.encode()
-        out.append(_STR)
-        _varint(out, len(raw))
-        out += raw
-    elif isinstance(value, (tuple, list)):
-        out.append(_TUPLE)
-        _varint(out, len(value))
-        for item in value:
-            _encode(out, item)
-    else:
-        cls = type(value)
-        number = _NUMBERS.get(cls)
-        if number is None:
-            raise TypeError(f"cannot encode {cls.__name__}: not registered")
-        out.append(_RECORD)
-        _varint(out, number)
-        for name in _FIELDS[cls]:
-            _encode(out, getattr(value, name))
+    cls = type(value)
+    encoder = _ENCODERS.get(cls)
+    if encoder is not None:
+        encoder(out, value)
+        return
+    number = _NUMBERS.get(cls)
+    if number is None:
+        if isinstance(value, int):  # an IntEnum or other int subclass: its number
+            _encode_int(out, int(value))
+            return
+        if isinstance(value, tuple | list):
+            _encode_tuple(out, value)
+            return
+        raise TypeError(f"cannot encode {cls.__name__}: not registered")
+    out.append(_RECORD)
+    _varint(out, number)
+    for name in _FIELDS[cls]:
+        _encode(out, getattr(value, name))
 
 
 def encode(value: Any) -> bytes:
@@ -80,69 +106,78 @@ def encode(value: Any) -> bytes:
     return bytes(out)
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n, pos
+        shift += 7
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
 
-    def varint(self) -> int:
-        data, pos, shift, n = self.data, self.pos, 0, 0
-        while True:
-            if pos >= len(data):
-                raise CodecError("truncated varint")
-            b = data[pos]
+def _read(data: bytes, pos: int) -> tuple[Any, int]:
+    """The value at `pos` and the position after it. Reading past the end raises
+    IndexError, which decode turns into CodecError."""
+    tag = data[pos]
+    pos += 1
+    if tag == _INT:
+        z = data[pos]
+        if z < 0x80:
             pos += 1
-            n |= (b & 0x7F) << shift
-            if b < 0x80:
-                self.pos = pos
-                return n
-            shift += 7
-
-    def chunk(self) -> bytes:
-        n = self.varint()
-        end = self.pos + n
-        if end > len(self.data):
+        else:
+            z, pos = _read_varint(data, pos)
+        return ((z >> 1) if not z & 1 else -((z + 1) >> 1)), pos
+    if tag in (_BYTES, _STR):
+        n = data[pos]
+        if n < 0x80:
+            pos += 1
+        else:
+            n, pos = _read_varint(data, pos)
+        end = pos + n
+        if end > len(data):
             raise CodecError("truncated bytes")
-        raw = self.data[self.pos : end]
-        self.pos = end
-        return raw
-
-    def value(self) -> Any:
-        if self.pos >= len(self.data):
-            raise CodecError("truncated value")
-        tag = self.data[self.pos]
-        self.pos += 1
-        if tag == _NONE:
-            return None
-        if tag == _TRUE:
-            return True
-        if tag == _FALSE:
-            return False
-        if tag == _INT:
-            z = self.varint()
-            return (z >> 1) if not z & 1 else -((z + 1) >> 1)
+        raw = data[pos:end]
         if tag == _BYTES:
-            return self.chunk()
-        if tag == _STR:
-            try:
-                return self.chunk().decode()
-            except UnicodeDecodeError as e:
-                raise CodecError("bad utf-8") from e
-        if tag == _TUPLE:
-            return tuple(self.value() for _ in range(self.varint()))
-        if tag == _RECORD:
-            cls = _TYPES.get(self.varint())
-            if cls is None:
-                raise CodecError("unknown record type")
-            return cls(*(self.value() for _ in _FIELDS[cls]))
-        raise CodecError(f"unknown tag {tag}")
+            return raw, end
+        try:
+            return raw.decode(), end
+        except UnicodeDecodeError as e:
+            raise CodecError("bad utf-8") from e
+    if tag == _RECORD:
+        number, pos = _read_varint(data, pos)
+        cls = _TYPES.get(number)
+        if cls is None:
+            raise CodecError("unknown record type")
+        args = []
+        for _ in _FIELDS[cls]:
+            value, pos = _read(data, pos)
+            args.append(value)
+        return cls(*args), pos
+    if tag == _NONE:
+        return None, pos
+    if tag == _TRUE:
+        return True, pos
+    if tag == _FALSE:
+        return False, pos
+    if tag == _TUPLE:
+        count, pos = _read_varint(data, pos)
+        items = []
+        for _ in range(count):
+            value, pos = _read(data, pos)
+            items.append(value)
+        return tuple(items), pos
+    raise CodecError(f"unknown tag {tag}")
 
 
 def decode(data: bytes) -> Any:
-    reader = _Reader(data)
-    value = reader.value()
-    if reader.pos != len(data):
+    try:
+        value, pos = _read(data, 0)
+    except IndexError as e:
+        raise CodecError("truncated value") from e
+    except RecursionError as e:
+        raise CodecError("nesting too deep") from e
+    if pos != len(data):
         raise CodecError("trailing bytes")
     return value

@@ -80,6 +80,7 @@ from rusd.core.raft import (
     Snapshot,
     StateType,
 )
+from rusd.core.raft.coalesce import coalesce
 from rusd.core.raft.memory import MemoryStorage
 
 # Test-only: "early_lease_expiry" makes a new leader expire leases as if their TTLs had
@@ -450,12 +451,14 @@ class Member:
         # this member appended as leader, the log index it put them at.
         self._waiting: dict[int, _Waiter] = {}
         self._at_index: dict[int, int] = {}
+        # Proposals of this turn not yet handed to Raft: (request id or None, proposal
+        # id, encoded proposal).
+        self._proposals: list[tuple[int | None, int, bytes]] = []
         # Linearizable reads: not yet asked for, asked (by ReadIndex context), and known
         # safe once the applied index reaches theirs.
         self._reads_new: list[_Waiter] = []
         self._reads_asked: dict[bytes, tuple[int, list[_Waiter]]] = {}
         self._reads_ready: list[tuple[int, list[_Waiter]]] = []
-        self._read_seq = 0
         self._pending = Ready(list(bootstrap) or forced, list(bootstrap), [], 0)
         if bootstrap or forced:
             self._pending.hard_state = self.storage.hard_state
@@ -576,6 +579,7 @@ class Member:
             MemberRemoveRequest: ConfChangeType.REMOVE_NODE,
             MemberPromoteRequest: ConfChangeType.ADD_NODE,
         }[type(req)]
+        self._flush_proposals()  # in the log after the proposals taken before it
         proposal_id = self._ids.next()
         context = codec.encode(Proposal(self.member_id, proposal_id, req))
         try:
@@ -626,19 +630,35 @@ class Member:
     def _no_leader_error(self) -> errors.ErrorKind:
         return errors.NO_LEADER if self.raw.lead == NONE else errors.NOT_LEADER
 
-    def _propose(self, req_id: int, req: WriteRequest) -> None:
-        proposal_id = self._ids.next()
-        try:
-            self.raw.propose(codec.encode(Proposal(self.member_id, proposal_id, req)))
-        except ProposalDroppedError:
-            # No leader to take it (or a leadership transfer is under way here).
-            error = errors.LEADER_CHANGED if self.is_leader else errors.NO_LEADER
-            self._responses.append((req_id, EtcdError(error)))
+    def _propose(self, req_id: int | None, req: WriteRequest) -> None:
+        """Queue a proposal; the turn's proposals go to Raft together (_flush_proposals).
+        `req_id` None: nobody waits for it (proposal id 0 is never a client's)."""
+        proposal_id = 0 if req_id is None else self._ids.next()
+        self._proposals.append((req_id, proposal_id, codec.encode(Proposal(self.member_id, proposal_id, req))))
+
+    def _flush_proposals(self) -> None:
+        """Propose the queued proposals as one batch: one log append and one MsgApp per
+        follower on a leader, one forwarded MsgProp on a follower."""
+        batch, self._proposals = self._proposals, []
+        if not batch:
             return
-        self._waiting[proposal_id] = _Waiter(req_id, self._ticks + self.config.request_timeout_ticks)
-        if self.is_leader:
-            # Appended here: another entry at this index means the proposal was lost.
-            self._at_index[self.last_index] = proposal_id
+        try:
+            self.raw.propose_batch([data for _, _, data in batch])
+        except ProposalDroppedError:
+            # No leader to take them (or a leadership transfer is under way here).
+            error = errors.LEADER_CHANGED if self.is_leader else errors.NO_LEADER
+            self._responses.extend((req_id, EtcdError(error)) for req_id, _, _ in batch if req_id is not None)
+            return
+        deadline = self._ticks + self.config.request_timeout_ticks
+        # Appended here, in order, ending at the last index: another entry at one of these
+        # indexes means that proposal was lost.
+        first = self.last_index - len(batch) + 1 if self.is_leader else 0
+        for k, (req_id, proposal_id, _) in enumerate(batch):
+            if req_id is None:
+                continue
+            self._waiting[proposal_id] = _Waiter(req_id, deadline)
+            if first:
+                self._at_index[first + k] = proposal_id
 
     def _check(self, req: WriteRequest, backend_size: int) -> None:
         check_request(req, self.config.max_txn_ops)
@@ -657,12 +677,8 @@ class Member:
             raise EtcdError(errors.NO_SPACE)
 
     def _propose_internal(self, req: WriteRequest) -> None:
-        """A proposal nobody waits for (proposal id 0 is never a client's); lost ones are
-        made again by whoever leads next."""
-        try:
-            self.raw.propose(codec.encode(Proposal(self.member_id, 0, req)))
-        except ProposalDroppedError:
-            return
+        """A proposal nobody waits for; lost ones are made again by whoever leads next."""
+        self._propose(None, req)
 
     @property
     def corrupt(self) -> bool:
@@ -720,8 +736,10 @@ class Member:
     def _ask_reads(self) -> None:
         """One ReadIndex for every read that arrived since the last one."""
         batch, self._reads_new = self._reads_new, []
-        self._read_seq += 1
-        ctx = _U64.pack(self._read_seq)
+        # The leader keeps one pending ReadIndex per context and ignores a second one
+        # with the same context, so contexts must be unique across members and restarts
+        # (etcd uses its request id generator, as here).
+        ctx = _U64.pack(self._ids.next())
         try:
             self.raw.read_index(ctx)
         except ProposalDroppedError:
@@ -737,6 +755,7 @@ class Member:
         combined Ready (messages included) leaves the member, so no one can observe the
         difference. For a single voter this commits a proposal in the turn it is made.
         With `early`, the first Raft Ready's ordinary messages go to `early_messages`."""
+        self._flush_proposals()
         if self._reads_new:
             self._ask_reads()
         pending = self._pending
@@ -796,6 +815,8 @@ class Member:
         # what the turn's claimed (not yet durable) persistence made Raft conclude.
         self._drain(early=not (self._pending.entries or self._pending.messages or self._pending.committed))
         rd, self._pending = self._pending, Ready([], [], [], 0)
+        rd.messages = coalesce(rd.messages)
+        rd.early_messages = coalesce(rd.early_messages)
         applied = rd.committed[-1].index if rd.committed else self._applied
         if rd.snapshot is not None:
             applied = max(applied, rd.snapshot.metadata.index)

@@ -132,6 +132,30 @@ def test_a_follower_forwards_writes_to_the_leader_and_answers_them_itself() -> N
     assert all(peers.value(i) == [b"x"] for i in peers.ids)
 
 
+def test_proposals_of_one_turn_travel_as_one_message_per_follower() -> None:
+    peers = elected()
+    lead, follower = peers.members[1], peers.members[2]
+    for req_id in (1, 2, 3):
+        lead.submit(req_id, PutRequest(b"k", b"v%d" % req_id), 0)
+        follower.submit(10 + req_id, PutRequest(b"k", b"f%d" % req_id), 0)
+    rd = follower.ready()
+    (forwarded,) = [m for m in [*rd.early_messages, *rd.messages] if m.type is MessageType.PROP]
+    assert len(forwarded.entries) == 3
+    follower.advance(rd)
+    rd = lead.ready()
+    appends = [m for m in [*rd.early_messages, *rd.messages] if m.type is MessageType.APP]
+    assert sorted(m.to for m in appends) == [2, 3] and all(len(m.entries) == 3 for m in appends)
+    peers.logs[1].append_entries(rd.entries)
+    lead.advance(rd)
+    for m in [*rd.early_messages, *rd.messages]:
+        peers.members[m.to].step(m)
+    lead.step(forwarded)
+    peers.run()
+    assert [r for r, _ in peers.answers[1]] == [1, 2, 3]
+    assert [r for r, _ in peers.answers[2]] == [11, 12, 13]
+    assert peers.value(3) == [b"f3"]
+
+
 def test_a_member_that_knows_no_leader_answers_no_leader() -> None:
     peers = Peers(3)  # nobody campaigned yet
     peers.members[2].submit(7, PutRequest(b"k", b"x"), 0)
@@ -193,6 +217,20 @@ def test_reads_of_one_turn_share_one_read_index() -> None:
         peers.members[msg.to].step(msg)
     peers.run()
     assert [r for r, _ in peers.reads[2]] == [1, 2, 3]
+
+
+def test_reads_asked_on_several_followers_at_once_are_all_answered() -> None:
+    # Each follower's first ReadIndex of its life reaches the leader in the same round:
+    # a context that only counts per member would make the leader drop the second one.
+    peers = elected()
+    for i in peers.ids:
+        peers.members[i].read(10 + i)
+    peers.run()
+    assert {i: [r for r, _ in peers.reads[i]] for i in peers.ids} == {1: [11], 2: [12], 3: [13]}
+    for i in (2, 3):
+        peers.members[i].read(20 + i)
+    peers.run()
+    assert [r for r, _ in peers.reads[2]] == [12, 22] and [r for r, _ in peers.reads[3]] == [13, 23]
 
 
 def test_a_leader_cut_off_from_the_quorum_never_serves_a_linearizable_read() -> None:

@@ -15,6 +15,8 @@ Usage, one turn of the driver::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rusd.core.raft.raft import Raft
 from rusd.core.raft.storage import Storage
 from rusd.core.raft.types import (
@@ -57,11 +59,17 @@ class RawNode:
 
     def propose(self, data: bytes) -> None:
         """Propose data for the log; ProposalDroppedError if no leader can take it."""
+        self.propose_batch((data,))
+
+    def propose_batch(self, data: Sequence[bytes]) -> None:
+        """Propose several entries as one MsgProp: a leader appends them together and
+        sends one MsgApp per follower for all of them (a follower forwards one MsgProp).
+        ProposalDroppedError (for all of them) if no leader can take them."""
         self.raft.step(
             Message(
                 type=MessageType.PROP,
                 from_=self.raft.id,
-                entries=(Entry(index=0, term=0, data=data, kind=EntryKind.NORMAL),),
+                entries=tuple(Entry(index=0, term=0, data=d, kind=EntryKind.NORMAL) for d in data),
             )
         )
 
