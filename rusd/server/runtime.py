@@ -352,6 +352,19 @@ class Runtime:
                 log.exception("delivering events to watchers failed")
                 self._fail(exc)
 
+    def _send_and_publish(
+        self,
+        messages: list[Message],
+        answers: list[tuple[int, Result | None]],
+        view: LmdbView | None,
+        events: list[Event],
+        status: MemberStatus,
+        alone: bool,
+    ) -> None:
+        if messages:
+            self._send(messages)
+        self._publish(answers, view, events, status, alone)
+
     def _answer_all(self, result: Result) -> None:
         for fut in self._futures.values():
             if not fut.done():
@@ -483,11 +496,10 @@ class Runtime:
         self.member.advance(rd)
         # The reads' barrier lifts when _publish has put this turn's snapshot in place.
         answers.extend((req_id, None) for req_id in rd.reads)
-        if rd.messages:
-            self._loop.call_soon_threadsafe(self._send, rd.messages)
         if answers or view is not None or rd.messages:
+            # One wake-up of the loop per turn: send, then publish.
             self._loop.call_soon_threadsafe(
-                self._publish, answers, view, events, self.member.status(), self.member.alone
+                self._send_and_publish, rd.messages, answers, view, events, self.member.status(), self.member.alone
             )
         if self.member.removed:
             raise RemovedError("the member has been permanently removed from the cluster")
