@@ -173,9 +173,8 @@ async def _serve(
         loop.add_signal_handler(sig, done.set)
     runtime.on_fatal = lambda exc: done.set()
     client_tls = server_tls.client
-    interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
-        UnmarshalErrors(), LeaderChecks(lambda: runtime.status)
-    ]
+    leader_checks = LeaderChecks(lambda: runtime.status)
+    interceptors: list[grpc.aio.ServerInterceptor] = [UnmarshalErrors(), leader_checks]  # type: ignore[type-arg]
     if client_tls is not None and client_tls.info.crl_file:
         interceptors.insert(0, tls.RevocationCheck(tls.RevocationList(client_tls.info.crl_file)))
     server = grpc.aio.server(
@@ -220,6 +219,7 @@ async def _serve(
             raise
     await server.start()
     publishing = asyncio.ensure_future(_publish(runtime))
+    monitoring = asyncio.ensure_future(leader_checks.monitor_leader(runtime.config.election_timeout))
     checking = (
         asyncio.ensure_future(check_periodically(runtime, config.corrupt_check_interval))
         if config.corrupt_check_interval > 0 else None
@@ -228,6 +228,7 @@ async def _serve(
     await done.wait()
     log.info("received stop request, shutting down")
     publishing.cancel()
+    monitoring.cancel()
     if checking is not None:
         checking.cancel()
     await server.stop(grace=1.0)

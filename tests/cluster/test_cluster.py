@@ -333,6 +333,12 @@ def test_learners_serve_only_status_and_serializable_reads_and_require_leader_fa
             kv.Range(pb.RangeRequest(key=b"k"), timeout=5)
         kv.Range(pb.RangeRequest(key=b"k", serializable=True), timeout=5)
         assert pb_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=5).isLearner
+        # no stream at all (etcd 3.4's stream interceptor)
+        watch = pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"k"))
+        with pytest.raises(grpc.RpcError) as refused:
+            list(pb_grpc.WatchStub(ch).Watch(iter([watch]), timeout=5))
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert refused.value.details() == "etcdserver: rpc not supported for learner"
     # with two of three voters gone there is no leader: hasleader calls fail at once
     for name in ("m1", "m2"):
         process = cluster.nodes[name].process
