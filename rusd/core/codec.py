@@ -4,6 +4,10 @@ Proposals must survive a restart and (later) cross the network to other members,
 so they are bytes. The format is tagged values: None, bools, ints (zigzag varint,
 any size), bytes, str, tuples, and registered frozen dataclasses (by a stable type
 number, fields in declaration order). It is not pickle: decoding runs no code.
+
+A record does not say how many fields it has, so a dataclass that grows a field (at
+the end, with a default) takes a new number; its old number stays registered with
+`register_legacy` so that entries already in logs still decode.
 """
 
 from __future__ import annotations
@@ -18,18 +22,35 @@ class CodecError(ValueError):
     """The bytes are not a valid encoding (corrupt log entry)."""
 
 
-_TYPES: dict[int, type] = {}
+# Decoding: a number's class and how many fields its records hold (fewer than the
+# class has for a legacy number). Encoding: a class's current number and fields.
+_TYPES: dict[int, tuple[type, int]] = {}
 _NUMBERS: dict[type, int] = {}
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+def _claim(number: int, cls: type, count: int) -> None:
+    if number in _TYPES and _TYPES[number] != (cls, count):
+        raise ValueError(f"type number {number} already used by {_TYPES[number][0].__name__}")
+    _TYPES[number] = (cls, count)
+
+
 def register(number: int, cls: type) -> None:
     """Give a dataclass a stable wire number. Numbers are forever: never reuse one."""
-    if number in _TYPES and _TYPES[number] is not cls:
-        raise ValueError(f"type number {number} already used by {_TYPES[number].__name__}")
-    _TYPES[number] = cls
+    fields = tuple(f.name for f in dataclasses.fields(cls))
+    _claim(number, cls, len(fields))
     _NUMBERS[cls] = number
-    _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    _FIELDS[cls] = fields
+
+
+def register_legacy(number: int, cls: type, fields: int) -> None:
+    """A number `cls` was encoded under when it had only its first `fields` fields:
+    such records decode with the later fields at their defaults. Decode only; new
+    records use the number given to `register`."""
+    defaults = dataclasses.fields(cls)[fields:]
+    if any(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in defaults):
+        raise ValueError(f"{cls.__name__}: the fields after the first {fields} need defaults")
+    _claim(number, cls, fields)
 
 
 def _varint(out: bytearray, n: int) -> None:
@@ -147,11 +168,12 @@ def _read(data: bytes, pos: int) -> tuple[Any, int]:
             raise CodecError("bad utf-8") from e
     if tag == _RECORD:
         number, pos = _read_varint(data, pos)
-        cls = _TYPES.get(number)
-        if cls is None:
+        known = _TYPES.get(number)
+        if known is None:
             raise CodecError("unknown record type")
+        cls, count = known
         args = []
-        for _ in _FIELDS[cls]:
+        for _ in range(count):
             value, pos = _read(data, pos)
             args.append(value)
         return cls(*args), pos

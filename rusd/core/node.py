@@ -18,7 +18,7 @@ from rusd.core.alarms import AlarmAction, AlarmMember, AlarmRequest, AlarmRespon
 from rusd.core.auth import apply as auth_apply
 from rusd.core.auth import check as auth_check
 from rusd.core.auth import store as auth_store
-from rusd.core.auth.types import AUTH_REQUESTS, Authed, AuthInfo, AuthRequest, AuthResult
+from rusd.core.auth.types import AUTH_REQUESTS, Authed, AuthEffect, AuthInfo, AuthRequest, AuthResult
 from rusd.core.cluster import (
     ConfRequest,
     MemberAddRequest,
@@ -223,11 +223,15 @@ class MemberStatus:
 
 @dataclass
 class Applied:
-    """What applying committed entries produced: answers for waiting clients and
-    the changes, in revision order, for watchers. Release both only once durable."""
+    """What applying committed entries produced: answers for waiting clients, the
+    changes, in revision order, for watchers, and in log order what the auth changes
+    mean for the tokens this member keeps (hand them to the token provider before the
+    answers go out, so a client never holds an answer its member does not honour yet).
+    Release all of it only once durable."""
 
     answers: list[tuple[int, Result]]
     events: list[Event]
+    auth: list[AuthEffect] = field(default_factory=list)
 
 
 class NotFoundLeases:
@@ -465,6 +469,10 @@ class Member:
         self.alarms: tuple[AlarmMember, ...] = alarms.load(view)
         self.roster = Roster(view)
         self.auth = auth_store.load(view)
+        # Token effects not yet handed out (those of an installed image wait for the
+        # next apply). Entries at or below the applied index are never applied again,
+        # so a restart assigns no token from them.
+        self._auth_effects: list[AuthEffect] = []
         self.compactor = AutoCompactor(config.compaction, now)
         self._responses: list[tuple[int, Result]] = []
         self._log_compacted = applied
@@ -852,7 +860,8 @@ class Member:
             save_conf_state(backend, rd.snapshot.metadata.conf_state)
         self.alarms = alarms.load(backend)
         self.roster = Roster(backend)
-        self.auth = auth_store.load(backend)
+        before, self.auth = self.auth, auth_store.load(backend)
+        self._auth_effects.extend(auth_apply.revoked_between(before, self.auth))
         self._load_leases(backend)
         if self._leading:
             self.lessor.promote(self._now, self.config.election_timeout)
@@ -870,6 +879,7 @@ class Member:
             self._now = max(self._now, now)
         answers: list[tuple[int, Result]] = []
         events: list[Event] = []
+        effects, self._auth_effects = self._auth_effects, []
         waiting = self._waiting
         at_index = self._at_index
         applied = self._applied
@@ -895,7 +905,7 @@ class Member:
             if proposal is None:
                 continue
             try:
-                result: Result = self._apply_one(backend, proposal.request, events)
+                result: Result = self._apply_one(backend, proposal.request, events, entry.index, effects)
             except EtcdError as e:
                 result = e
             if proposal.member_id == self.member_id and waiting:
@@ -911,7 +921,7 @@ class Member:
         rd = self._outstanding
         if rd is not None and rd.hard_state is not None:
             save_hard_state(backend, rd.hard_state)
-        return Applied(answers, events)
+        return Applied(answers, events, effects)
 
     def _apply_conf_change(
         self, backend: KVBackend, entry: Entry, seen: bool, answers: list[tuple[int, Result]]
@@ -948,14 +958,18 @@ class Member:
             if waiter is not None:
                 answers.append((waiter.req_id, result))
 
-    def _apply_one(self, backend: KVBackend, req: WriteRequest, events: list[Event]) -> Response:
+    def _apply_one(
+        self, backend: KVBackend, req: WriteRequest, events: list[Event], index: int, effects: list[AuthEffect]
+    ) -> Response:
         if isinstance(req, Authed):
             # A client's request is checked again against the auth state it is applied in.
             info = AuthInfo(req.user, req.auth_revision)
             auth_check.check_request(self.auth, info, req.request, self._lease_keys)
-            return self._apply_one(backend, req.request, events)
+            return self._apply_one(backend, req.request, events, index, effects)
         if isinstance(req, AUTH_REQUESTS):
-            answer, self.auth = auth_apply.apply(backend, self.auth, req, store.current_revision(backend))
+            answer, self.auth = auth_apply.apply(
+                backend, self.auth, req, store.current_revision(backend), index, effects
+            )
             return answer
         if self.corrupt and isinstance(req, CORRUPT_REFUSES):
             # etcd's applierV3Corrupt: a member found diverged stops taking changes.

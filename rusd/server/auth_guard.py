@@ -12,13 +12,13 @@ from typing import Any
 from rusd.core import errors
 from rusd.core.auth import check, store
 from rusd.core.auth.store import AuthState
-from rusd.core.auth.types import Authed, AuthInfo
+from rusd.core.auth.types import Authed, AuthEffect, AuthInfo
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import validate
 from rusd.core.mvcc.backend import KVReader
 from rusd.core.mvcc.types import RangeRequest, TxnRequest
 from rusd.core.node import Result, WriteRequest, serve_read
-from rusd.server.auth_tokens import SimpleTokens, TokenProvider
+from rusd.server.auth_tokens import SimpleTokens, TokenProvider, apply_effects
 from rusd.server.runtime import Runtime
 from rusd.server.tls import peer_common_name
 
@@ -68,6 +68,10 @@ class AuthGuard:
     async def current(self) -> AuthState:
         return self.state(await self.rt.snapshot())
 
+    def applied(self, effects: list[AuthEffect]) -> None:
+        """The runtime's `on_auth`: applied auth changes reach this member's tokens."""
+        apply_effects(self.tokens, effects)
+
     async def info(self, context: Any) -> AuthInfo:
         """The caller; no token means no user. A token that is unknown, expired, forged
         or whose user is gone raises "invalid auth token"."""
@@ -77,6 +81,9 @@ class AuthGuard:
             if name:
                 return AuthInfo(name, (await self.current()).revision)
             return AuthInfo()
+        index = self.tokens.applied_index(token)
+        if index and not await self.rt.wait_applied(index):
+            raise EtcdError(errors.INVALID_AUTH_TOKEN)
         state = await self.current()
         info = self.tokens.info(token, state.revision)
         if info is None:

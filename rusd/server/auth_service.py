@@ -2,7 +2,9 @@
 token minting, and Authenticate's brute-force limit.
 
 Every request but AuthStatus is a log entry, as in etcd 3.4 (the apply checks who may
-make it). Passwords never reach the log or the logs: the server hashes them with
+make it). What auth changes mean for tokens (a simple token assigned, a user's tokens
+or all of them revoked) reaches every member's token provider from the apply, through
+the runtime's `on_auth`, not from here. Passwords never reach the log or the logs: the server hashes them with
 bcrypt (--bcrypt-cost) before proposing, and checks them against the stored hash in
 a worker thread, so a slow hash never stalls the event loop.
 """
@@ -99,8 +101,8 @@ class AuthService(ServiceBase, pb_grpc.AuthServicer):
         return pb.AuthEnableResponse(header=self.header(r.revision))
 
     async def AuthDisable(self, request: pb.AuthDisableRequest, context: Any) -> pb.AuthDisableResponse:
+        # Every member forgets its tokens when it applies this (Runtime.on_auth).
         r = await self._apply(at.AuthDisableRequest(), at.AuthResponse, context)
-        self.guard.tokens.disable()
         return pb.AuthDisableResponse(header=self.header(r.revision))
 
     async def AuthStatus(self, request: pb.AuthStatusRequest, context: Any) -> pb.AuthStatusResponse:
@@ -137,12 +139,17 @@ class AuthService(ServiceBase, pb_grpc.AuthServicer):
                 self.limiter.failed(key)
                 log.warning("invalid authentication was requested for user %r", name)
                 await abort(context, EtcdError(errors.AUTH_FAILED))
-            r = await self.answer(await self.rt.write(at.AuthenticateRequest(name)), at.AuthResponse, context)
+            # A simple token's prefix goes into the log: every member assigns the token
+            # when it applies the entry (this one before the answer reaches us).
+            req = at.AuthenticateRequest(name, self.guard.tokens.token_prefix())
+            r = await self.answer(await self.rt.write(req), at.AuthResponse, context)
             if r.auth_revision == state.revision:
-                try:
-                    token = self.guard.tokens.assign(name, r.auth_revision)
-                except TokenError as e:  # a verify-only JWT member (etcd: ErrVerifyOnly)
-                    await abort(context, EtcdError(errors.ErrorKind(errors.Code.UNKNOWN, str(e))))
+                token = r.token
+                if not token:
+                    try:
+                        token = self.guard.tokens.assign(name, r.auth_revision)
+                    except TokenError as e:  # a verify-only JWT member (etcd: ErrVerifyOnly)
+                        await abort(context, EtcdError(errors.ErrorKind(errors.Code.UNKNOWN, str(e))))
                 return pb.AuthenticateResponse(header=self.header(r.revision), token=token)
         await abort(context, EtcdError(errors.REQUEST_TIMEOUT))
 
@@ -164,7 +171,6 @@ class AuthService(ServiceBase, pb_grpc.AuthServicer):
 
     async def UserDelete(self, request: pb.AuthUserDeleteRequest, context: Any) -> pb.AuthUserDeleteResponse:
         r = await self._apply(at.UserDeleteRequest(request.name), at.AuthResponse, context)
-        self.guard.tokens.invalidate_user(request.name)
         return pb.AuthUserDeleteResponse(header=self.header(r.revision))
 
     async def UserChangePassword(
@@ -173,7 +179,6 @@ class AuthService(ServiceBase, pb_grpc.AuthServicer):
         await self._admin(context)
         hashed = await self._hash(request.password)
         r = await self._apply(at.UserChangePasswordRequest(request.name, hashed), at.AuthResponse, context)
-        self.guard.tokens.invalidate_user(request.name)
         return pb.AuthUserChangePasswordResponse(header=self.header(r.revision))
 
     async def UserGrantRole(self, request: pb.AuthUserGrantRoleRequest, context: Any) -> pb.AuthUserGrantRoleResponse:

@@ -1,12 +1,21 @@
 """Auth tokens, as etcd's auth/simple_token.go and auth/jwt.go.
 
-- simple: a random opaque string known only to the member that issued it (kept in
-  memory), valid while used at least once every --auth-token-ttl seconds, dropped when
-  its user is deleted or changes password and when auth is disabled. It carries no
-  revision: requests made with it run at the auth revision current when they arrive.
-- jwt: a signed {username, revision, exp} that any member verifies with the public key
-  alone. Its revision is the auth revision when it was issued, so any later auth change
-  makes it stale ("revision of auth store is old"); the client then authenticates again.
+- simple: "<16 random letters>.<log index>", known to every member. The member that
+  takes Authenticate draws the random prefix (`token_prefix`) and proposes it with
+  the user name; every member, when it applies that entry, assigns the token with the
+  entry's index (core `TokenAssigned`, handed here as `learn` by the runtime), so a
+  client may use it on any member. A member that has not applied that index yet waits
+  for it before looking the token up (`applied_index`, etcd's indexWaiter). Each member
+  keeps its tokens in memory, valid while used at least once every --auth-token-ttl
+  seconds counted from its own apply; user delete, password change and auth disable
+  end them on every member as they apply (`invalidate_user`, `disable`). A restart
+  forgets them, except those of entries it applies again after its applied index.
+  A simple token carries no revision: requests made with it run at the auth revision
+  current when they arrive.
+- jwt: a signed {username, revision, exp} minted by the member that took Authenticate
+  (`assign`, after the apply) and verified by any member with the public key alone.
+  Its revision is the auth revision when it was issued, so any later auth change makes
+  it stale ("revision of auth store is old"); the client then authenticates again.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from typing import Any, Protocol
 import jwt
 from jwt.algorithms import get_default_algorithms
 
-from rusd.core.auth.types import AuthInfo
+from rusd.core.auth.types import AuthEffect, AuthInfo, TokenAssigned, TokensRevoked, UserTokensRevoked
 from rusd.server.config import parse_go_duration
 
 DEFAULT_JWT_TTL = 300.0
@@ -37,8 +46,19 @@ class TokenError(ValueError):
 
 
 class TokenProvider(Protocol):
+    def token_prefix(self) -> str:
+        """What an Authenticate proposal carries (etcd's genTokenPrefix): a fresh random
+        prefix of a simple token, or "" when tokens are not assigned by the apply."""
+
     def assign(self, user: str, auth_revision: int) -> str:
-        """A new token for a user who just authenticated."""
+        """A token minted by this member for a user whose Authenticate applied without
+        assigning one (JWT)."""
+
+    def learn(self, user: str, token: str) -> None:
+        """An applied Authenticate assigned this simple token."""
+
+    def applied_index(self, token: str) -> int:
+        """The log index a member must have applied to know the token (0: none)."""
 
     def info(self, token: str, auth_revision: int) -> AuthInfo | None:
         """Who the token stands for, or None if it is not (or no longer) valid."""
@@ -50,20 +70,43 @@ class TokenProvider(Protocol):
         """Auth was disabled: every token is forgotten."""
 
 
+def apply_effects(tokens: TokenProvider, effects: list[AuthEffect]) -> None:
+    """Applied auth changes, in log order, to this member's tokens."""
+    for effect in effects:
+        if isinstance(effect, TokenAssigned):
+            tokens.learn(effect.user, effect.token)
+        elif isinstance(effect, UserTokensRevoked):
+            tokens.invalidate_user(effect.user)
+        else:
+            assert isinstance(effect, TokensRevoked), effect
+            tokens.disable()
+
+
 class SimpleTokens:
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self._clock = clock
         self._tokens: dict[str, tuple[str, float]] = {}
-        self._serial = 0
+
+    def token_prefix(self) -> str:
+        return "".join(secrets.choice(_LETTERS) for _ in range(_SIMPLE_TOKEN_LENGTH))
 
     def assign(self, user: str, auth_revision: int) -> str:
+        """Never needed: Authenticate proposes a prefix, so its apply assigns the token."""
+        raise TokenError("auth: a simple token is assigned when its Authenticate applies")
+
+    def learn(self, user: str, token: str) -> None:
+        # The TTL starts here, when this member applied the entry (etcd's keeper is
+        # per member too).
         self._purge()
-        self._serial += 1
-        prefix = "".join(secrets.choice(_LETTERS) for _ in range(_SIMPLE_TOKEN_LENGTH))
-        token = f"{prefix}.{self._serial}"
         self._tokens[token] = (user, self._clock() + self.ttl)
-        return token
+
+    def applied_index(self, token: str) -> int:
+        """The index after the dot (etcd's isValidSimpleToken); 0 when malformed."""
+        _, dot, index = token.partition(".")
+        if not dot or not index.isdigit() or not index.isascii():
+            return 0
+        return int(index)
 
     def info(self, token: str, auth_revision: int) -> AuthInfo | None:
         entry = self._tokens.get(token)
@@ -105,6 +148,16 @@ class JwtTokens:
     # client sends the same token on every request, and verifying RSA/ECDSA costs more
     # than the request. Only the exact same string hits; expiry is checked each time.
     _verified: dict[str, tuple[AuthInfo, float | None]] = field(default_factory=dict, compare=False, repr=False)
+
+    def token_prefix(self) -> str:
+        """etcd's tokenJWT.genTokenPrefix: none, the apply assigns nothing."""
+        return ""
+
+    def learn(self, user: str, token: str) -> None:
+        """A simple token proposed by a member configured differently: not honoured."""
+
+    def applied_index(self, token: str) -> int:
+        return 0
 
     def assign(self, user: str, auth_revision: int) -> str:
         if self.sign_key is None:

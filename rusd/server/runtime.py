@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import random
@@ -31,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rusd.core import errors
+from rusd.core.auth.types import AuthEffect
 from rusd.core.cluster import MemberInfo
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc import store as mvcc
@@ -166,6 +169,12 @@ class Runtime:
         # Called in the loop thread with each durable turn's changes, after the
         # snapshot that holds them is in place (the watch hub subscribes here).
         self.on_events: Callable[[list[Event]], None] = lambda events: None
+        # Called in the loop thread with each durable turn's token effects (in log
+        # order), before its answers are released (the auth guard's tokens subscribe).
+        self.on_auth: Callable[[list[AuthEffect]], None] = lambda effects: None
+        # Loop-thread waiters for an applied index: (index, sequence, future).
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_seq = itertools.count()
 
     # -- loop thread API ---------------------------------------------------------
     def start(self) -> None:
@@ -294,6 +303,38 @@ class Runtime:
         assert result is None or isinstance(result, EtcdError)
         return result
 
+    async def wait_applied(self, index: int) -> bool:
+        """Wait, at most etcd's request timeout, until this member has applied `index`
+        (a simple token names the entry that assigned it, which this member may not have
+        applied yet: etcd's indexWaiter). False if it did not in time."""
+        if self.status.applied_index >= index:
+            return True
+        if self._failed is not None or self._stopping:
+            return False
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        entry = (index, next(self._waiter_seq), fut)
+        heapq.heappush(self._applied_waiters, entry)
+        try:
+            await asyncio.wait_for(fut, self.request_timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if not fut.done() or fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._applied_waiters.remove(entry)
+                    heapq.heapify(self._applied_waiters)
+        return self.status.applied_index >= index
+
+    def _wake_applied(self, everyone: bool = False) -> None:
+        """Release the waiters whose index is applied (all of them when stopping)."""
+        waiters = self._applied_waiters
+        applied = self.status.applied_index
+        while waiters and (everyone or waiters[0][0] <= applied):
+            _, _, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
+
     @property
     def failed(self) -> bool:
         return self._failed is not None
@@ -315,6 +356,7 @@ class Runtime:
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._answer_all(EtcdError(errors.STOPPED))
+        self._wake_applied(everyone=True)
         await self._forwarder.close()
         if self._view is not None:
             self._view.close()
@@ -327,6 +369,7 @@ class Runtime:
         events: list[Event] | None = None,
         status: MemberStatus | None = None,
         alone: bool | None = None,
+        auth: list[AuthEffect] | None = None,
     ) -> None:
         if status is not None:
             if self.transport is not None and status.members != self.status.members:
@@ -341,6 +384,16 @@ class Runtime:
                 self._view.close()
             self._view = view
             self._view_changed.set()
+        if auth:
+            # Before the answers: the member that took an Authenticate knows its token
+            # when the client gets it, and a revocation has taken effect when acknowledged.
+            try:
+                self.on_auth(auth)
+            except Exception as exc:
+                log.exception("applying auth effects to the tokens failed")
+                self._fail(exc)
+        if status is not None:
+            self._wake_applied()
         for req_id, result in answers:
             fut = self._futures.pop(req_id, None)
             if fut is not None and not fut.done():
@@ -360,10 +413,11 @@ class Runtime:
         events: list[Event],
         status: MemberStatus,
         alone: bool,
+        auth: list[AuthEffect],
     ) -> None:
         if messages:
             self._send(messages)
-        self._publish(answers, view, events, status, alone)
+        self._publish(answers, view, events, status, alone, auth)
 
     def _answer_all(self, result: Result) -> None:
         for fut in self._futures.values():
@@ -380,6 +434,7 @@ class Runtime:
     def _fail(self, exc: BaseException) -> None:
         self._failed = exc
         self._answer_all(EtcdError(errors.STOPPED))
+        self._wake_applied(everyone=True)
         self._view_changed.set()
         self._stopped.set()
         self.on_fatal(exc)
@@ -468,6 +523,7 @@ class Runtime:
             self._loop.call_soon_threadsafe(self._send, rd.early_messages)
         answers: list[tuple[int, Result | None]] = list(rd.responses)
         events: list[Event] = []
+        auth: list[AuthEffect] = []
         view: LmdbView | None = None
         if rd.snapshot is not None:
             self._install(rd.snapshot.data.decode(), rd.snapshot.metadata.index)
@@ -484,6 +540,7 @@ class Runtime:
                 applied = self.member.apply(batch, rd.committed, self._clock())
                 answers.extend(applied.answers)
                 events = applied.events
+                auth = applied.auth
                 if rd.compact_log_to:
                     batch.compact_log(rd.compact_log_to)
             except BaseException:
@@ -499,7 +556,8 @@ class Runtime:
         if answers or view is not None or rd.messages:
             # One wake-up of the loop per turn: send, then publish.
             self._loop.call_soon_threadsafe(
-                self._send_and_publish, rd.messages, answers, view, events, self.member.status(), self.member.alone
+                self._send_and_publish, rd.messages, answers, view, events, self.member.status(), self.member.alone,
+                auth,
             )
         if self.member.removed:
             raise RemovedError("the member has been permanently removed from the cluster")

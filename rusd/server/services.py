@@ -282,6 +282,8 @@ def register(
     bcrypt_cost: int = 10,
 ) -> None:
     guard = guard or AuthGuard(runtime)
+    # Applied auth changes (on every member) reach the tokens this member honours.
+    runtime.on_auth = guard.applied
     adders: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
         (pb_grpc.add_KVServicer_to_server, KVService(runtime, guard)),
         (pb_grpc.add_MaintenanceServicer_to_server, MaintenanceService(runtime, guard)),

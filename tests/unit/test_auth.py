@@ -1,6 +1,6 @@
 """The pure auth core: range permission merging, the permission checks, the auth
-store's apply (etcd's refusals, revision bumps, quirks), and the Member's second check
-at apply time."""
+store's apply (etcd's refusals, revision bumps, quirks), the Member's second check
+at apply time, and the token effects every member's apply reports."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rusd.core import errors
+from rusd.core import codec, errors
 from rusd.core.auth import apply as auth_apply
 from rusd.core.auth import check, store
 from rusd.core.auth.perms import RangePerms
@@ -29,7 +29,10 @@ from rusd.core.auth.types import (
     RoleGetResponse,
     RoleGrantPermissionRequest,
     RoleRevokePermissionRequest,
+    TokenAssigned,
+    TokensRevoked,
     UserAddRequest,
+    UserChangePasswordRequest,
     UserDeleteRequest,
     UserGetRequest,
     UserGetResponse,
@@ -37,12 +40,16 @@ from rusd.core.auth.types import (
     UserListRequest,
     UserListResponse,
     UserRevokeRoleRequest,
+    UserTokensRevoked,
 )
 from rusd.core.errors import EtcdError
 from rusd.core.lease.types import LeaseGrantRequest, LeaseRevokeRequest
 from rusd.core.mvcc.types import PutRequest, PutResponse, RangeRequest, TxnRequest
+from rusd.core.node import Applied, Member, Proposal
+from rusd.core.raft import Entry
 from rusd.storage.memory import MemoryBackend
 from tests.unit.test_node import Disk
+from tests.unit.test_node_cluster import elected
 
 R, W, RW = PermType.READ, PermType.WRITE, PermType.READWRITE
 
@@ -284,3 +291,156 @@ def test_lease_revoke_needs_write_access_to_every_attached_key() -> None:
     m.submit(2, Authed("alice", rev, PutRequest(b"a2", b"v", lease=5)), 0)  # joining a lease alice can't revoke
     assert dict(disk.turn(m)) == {1: EtcdError(errors.PERMISSION_DENIED), 2: EtcdError(errors.PERMISSION_DENIED)}
     assert m.lessor.exists(5)
+
+
+# -- token effects -----------------------------------------------------------------
+
+
+def test_apply_reports_what_each_change_means_for_tokens_as_etcd() -> None:
+    """etcd's auth store calls its token provider from the apply: assign on
+    Authenticate (prefix + entry index), invalidateUser on user delete and password
+    change, disable on AuthDisable; refusals and no-ops call nothing."""
+    backend, s = state_with()
+    cases: list[tuple[AuthRequest, list[object]]] = [
+        (AuthenticateRequest("alice", "Prefix"), [TokenAssigned("alice", "Prefix.40")]),
+        (AuthenticateRequest("alice"), []),  # JWT, or an entry logged before tokens were
+        (AuthenticateRequest("ghost", "P"), []),  # refused: authentication failed
+        (UserChangePasswordRequest("alice", b"h2"), [UserTokensRevoked("alice")]),
+        (UserChangePasswordRequest("ghost", b"h2"), []),
+        (UserGrantRoleRequest("alice", "r"), []),
+        (UserDeleteRequest("alice"), [UserTokensRevoked("alice")]),
+        (UserDeleteRequest("root"), []),  # refused while auth is enabled
+        (AuthDisableRequest(), [TokensRevoked()]),
+        (AuthDisableRequest(), []),  # already disabled: no change
+        (AuthenticateRequest("root", "P"), []),  # auth is not enabled
+    ]
+    for req, expected in cases:
+        effects: list[object] = []
+        try:
+            answer, s = auth_apply.apply(backend, s, req, 7, index=40, effects=effects)  # type: ignore[arg-type]
+        except EtcdError:
+            answer = None
+        assert effects == expected, req
+        if isinstance(req, AuthenticateRequest) and answer is not None:
+            # the member that took the request hands the client the token it assigned
+            assert isinstance(answer, AuthResponse) and answer.token == (f"{req.simple_token}.40" if expected else "")
+
+
+def test_an_installed_image_revokes_what_the_skipped_entries_would_have() -> None:
+    backend, before = state_with()
+    _, after = apply_all(backend, before, UserChangePasswordRequest("alice", b"h2"), UserAddRequest("bob", b"h"))
+    assert auth_apply.revoked_between(before, after) == [UserTokensRevoked("alice")]
+    _, gone = apply_all(backend, after, UserDeleteRequest("bob"))
+    assert auth_apply.revoked_between(after, gone) == [UserTokensRevoked("bob")]
+    _, disabled = apply_all(backend, gone, AuthDisableRequest())
+    assert auth_apply.revoked_between(gone, disabled) == [TokensRevoked()]
+    assert auth_apply.revoked_between(disabled, disabled) == []
+
+
+def _enabled_root(disk: Disk, m: Member) -> None:
+    for i, req in enumerate([UserAddRequest("root", b"h"), UserGrantRoleRequest("root", "root"),
+                             AuthEnableRequest()], start=1):
+        m.submit(i, req, 0)
+    disk.turn(m)
+
+
+def _turns(disk: Disk, m: Member) -> Applied:
+    """Turns until the member is idle; everything its applies produced."""
+    out = Applied([], [])
+    while rd := m.ready():
+        disk.log.append_entries(rd.entries)
+        applied = m.apply(disk.backend, rd.committed)
+        m.advance(rd)
+        out.answers += list(rd.responses) + applied.answers
+        out.auth += applied.auth
+    return out
+
+
+def test_a_restart_assigns_tokens_only_from_entries_after_its_applied_index() -> None:
+    disk = Disk()
+    m = disk.member()
+    _enabled_root(disk, m)
+    m.submit(1, AuthenticateRequest("root", "Applied"), 0)
+    first = _turns(disk, m)
+    ((_, answer),) = first.answers
+    assert isinstance(answer, AuthResponse) and answer.token == f"Applied.{m.applied_index}"
+    assert first.auth == [TokenAssigned("root", answer.token)]
+    m.submit(2, AuthenticateRequest("root", "Pending"), 0)
+    rd = m.ready()
+    disk.log.append_entries(rd.entries)  # crash: in the durable log, not applied
+    pending = rd.entries[-1].index
+    restarted = disk.member()
+    # the applied entry is not applied again, so its token is not assigned again
+    assert _turns(disk, restarted).auth == [TokenAssigned("root", f"Pending.{pending}")]
+    assert _turns(disk, disk.member()).auth == []
+
+
+def test_an_authenticate_entry_logged_before_tokens_were_replays_without_one() -> None:
+    """Data dirs from before the token was logged hold AuthenticateRequest records
+    under the old type number, with the user name only."""
+    disk = Disk()
+    m = disk.member()
+    _enabled_root(disk, m)
+    last = disk.log.last_index()
+    old = b"\x07\x01\x03\x02\x03\x0e\x07\x1a\x05\x04root"  # Proposal(1, 7, AuthenticateRequest("root"))
+    assert codec.decode(old) == Proposal(1, 7, AuthenticateRequest("root"))
+    disk.log.append_entries([Entry(last + 1, m.term, old)])
+    replayed = _turns(disk, disk.member())
+    assert replayed.auth == [] and replayed.answers == []
+    assert disk.member().applied_index > last
+
+
+def test_every_member_assigns_and_revokes_tokens_as_it_applies() -> None:
+    peers = elected(3)
+    effects: dict[int, list[object]] = {i: [] for i in peers.ids}
+    for i, member in peers.members.items():
+        apply = member.apply
+
+        def spy(backend: object, entries: list[Entry], now: float | None = None,
+                apply: object = apply, i: int = i) -> Applied:
+            got: Applied = apply(backend, entries, now)  # type: ignore[operator]
+            effects[i] += got.auth
+            return got
+
+        member.apply = spy  # type: ignore[method-assign]
+    via = peers.members[2]  # a follower takes every request
+    for n, req in enumerate([UserAddRequest("root", b"h"), UserGrantRoleRequest("root", "root"),
+                             UserAddRequest("alice", b"h"), AuthEnableRequest(),
+                             AuthenticateRequest("alice", "Tok"), UserChangePasswordRequest("alice", b"h2"),
+                             AuthDisableRequest()], start=1):
+        via.submit(n, req, 0)
+        peers.run()
+    token = next(a.token for _, a in peers.answers[2] if isinstance(a, AuthResponse) and a.token)
+    expected = [TokenAssigned("alice", token), UserTokensRevoked("alice"), TokensRevoked()]
+    assert token.startswith("Tok.") and all(effects[i] == expected for i in peers.ids)
+
+
+def test_a_member_that_skipped_a_password_change_by_snapshot_revokes_the_tokens() -> None:
+    peers = elected(3, snapshot_count=3, catch_up_entries=0)
+    leader = peers.members[1]
+    for n, req in enumerate([UserAddRequest("root", b"h"), UserGrantRoleRequest("root", "root"),
+                             UserAddRequest("alice", b"h"), AuthEnableRequest()], start=1):
+        leader.submit(n, req, 0)
+        peers.run()
+    peers.run(cut=frozenset({3}))
+    lagging = peers.members[3]
+    assert lagging.auth.enabled
+    installs: list[Applied] = []
+    apply = lagging.apply
+
+    def spy(backend: MemoryBackend, entries: list[Entry], now: float | None = None) -> Applied:
+        got = apply(backend, entries, now)
+        installs.append(got)
+        return got
+
+    lagging.apply = spy  # type: ignore[method-assign]
+    leader.submit(10, UserChangePasswordRequest("alice", b"h2"), 0)
+    peers.run(cut=frozenset({3}))
+    for n in range(6):  # push the change out of the leader's log
+        leader.submit(20 + n, PutRequest(b"k", b"v%d" % n), 0)
+        peers.run(cut=frozenset({3}))
+    assert peers.logs[1].first_index() > peers.logs[3].last_index() + 1
+    leader.tick(peers.now, 0)
+    peers.run()
+    assert peers.snapshots_sent >= 1 and lagging.auth.users["alice"].password == b"h2"
+    assert [e for a in installs for e in a.auth] == [UserTokensRevoked("alice")]

@@ -60,3 +60,31 @@ def test_unregistered_type_is_refused() -> None:
 def test_random_bytes_never_crash_the_decoder(raw: bytes) -> None:
     with contextlib.suppress(codec.CodecError):
         codec.decode(raw)
+
+
+def test_a_record_of_a_class_that_grew_a_field_decodes_from_its_old_number() -> None:
+    """Records do not say how many fields they hold: AuthenticateRequest took a new
+    number when it gained `simple_token`, and records under the old one (in the logs of
+    existing data dirs) decode with the new field at its default, also when nested in
+    the middle of another value."""
+    from rusd.core.auth.types import AuthenticateRequest
+
+    old = b"\x07\x1a\x05\x04root"  # record 26, then the name: all there was
+    assert codec.decode(old) == AuthenticateRequest("root", "")
+    assert codec.decode(b"\x06\x02" + old + b"\x03\x0a") == (AuthenticateRequest("root"), 5)
+    new = codec.encode(AuthenticateRequest("root", "Prefix"))
+    assert new.startswith(b"\x07\x28") and codec.decode(new) == AuthenticateRequest("root", "Prefix")
+
+
+def test_a_legacy_number_needs_defaults_for_the_later_fields_and_stays_decode_only() -> None:
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Grown:
+        a: int
+        b: int
+
+    with pytest.raises(ValueError, match="need defaults"):
+        codec.register_legacy(9999, Grown, fields=1)
+    with pytest.raises(ValueError, match="already used"):
+        codec.register(26, Grown)  # numbers are forever

@@ -4,7 +4,8 @@ Each function mirrors etcd 3.4's: the same refusals in the same order, the same
 revision bumps (every change but AuthEnable and a no-op grant), the same quirks
 (granting the root role needs no root role to exist; RoleAdd does not check the
 user cache). `apply` returns the new state with the answer, so the caller keeps one
-cached AuthState in step with the durable batch.
+cached AuthState in step with the durable batch, and reports what the change means
+for tokens (assigned, revoked) as AuthEffects, which every member applies alike.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rusd.core.auth.store import AuthState, has_root_role
 from rusd.core.auth.types import (
     ROOT,
     AuthDisableRequest,
+    AuthEffect,
     AuthEnableRequest,
     AuthenticateRequest,
     AuthRequest,
@@ -30,6 +32,8 @@ from rusd.core.auth.types import (
     RoleListRequest,
     RoleListResponse,
     RoleRevokePermissionRequest,
+    TokenAssigned,
+    TokensRevoked,
     User,
     UserAddRequest,
     UserChangePasswordRequest,
@@ -40,13 +44,18 @@ from rusd.core.auth.types import (
     UserListRequest,
     UserListResponse,
     UserRevokeRoleRequest,
+    UserTokensRevoked,
 )
 from rusd.core.errors import EtcdError
 from rusd.core.mvcc.backend import KVBackend
 
 
-def apply(backend: KVBackend, state: AuthState, req: AuthRequest, kv_revision: int) -> tuple[AuthResult, AuthState]:
-    """Apply one auth request (already permission-checked); raises EtcdError on refusal."""
+def apply(
+    backend: KVBackend, state: AuthState, req: AuthRequest, kv_revision: int,
+    index: int = 0, effects: list[AuthEffect] | None = None,
+) -> tuple[AuthResult, AuthState]:
+    """Apply one auth request (already permission-checked) from the log entry at
+    `index`; raises EtcdError on refusal. What it means for tokens goes to `effects`."""
     if isinstance(req, UserGetRequest):
         user = _user(state, req.name)
         return UserGetResponse(kv_revision, user.roles), state
@@ -63,11 +72,34 @@ def apply(backend: KVBackend, state: AuthState, req: AuthRequest, kv_revision: i
         who = state.users.get(req.name)
         if who is None or who.no_password:
             raise EtcdError(errors.AUTH_FAILED)
-        return AuthResponse(kv_revision, state.revision), state
+        if not req.simple_token:  # JWT (or an entry from before tokens were logged)
+            return AuthResponse(kv_revision, state.revision), state
+        # etcd's tokenSimple.assign: the prefix the proposer chose, then the entry's index.
+        token = f"{req.simple_token}.{index}"
+        if effects is not None:
+            effects.append(TokenAssigned(req.name, token))
+        return AuthResponse(kv_revision, state.revision, token), state
     if not _change(backend, state, req):
         return AuthResponse(kv_revision, state.revision), state
+    if effects is not None:
+        if isinstance(req, UserDeleteRequest | UserChangePasswordRequest):
+            effects.append(UserTokensRevoked(req.name))
+        elif isinstance(req, AuthDisableRequest):
+            effects.append(TokensRevoked())
     new = store.load(backend)
     return AuthResponse(kv_revision, new.revision), new
+
+
+def revoked_between(old: AuthState, new: AuthState) -> list[AuthEffect]:
+    """The token revocations that the entries between two states would have made: for a
+    member that skipped them by installing a leader's image (etcd does not revoke
+    here, which leaves a lagging member honouring a changed password's tokens)."""
+    if old.enabled and not new.enabled:
+        return [TokensRevoked()]
+    return [
+        UserTokensRevoked(name) for name in sorted(old.users)
+        if name not in new.users or new.users[name].password != old.users[name].password
+    ]
 
 
 def _user(state: AuthState, name: str) -> User:

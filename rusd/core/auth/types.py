@@ -79,9 +79,13 @@ class AuthDisableRequest:
 
 @dataclass(frozen=True, slots=True)
 class AuthenticateRequest:
-    """Proposed after the server checked the password (the log never sees it)."""
+    """Proposed after the server checked the password (the log never sees it).
+    `simple_token` is the random prefix of a simple token (etcd's
+    InternalAuthenticateRequest.SimpleToken; "" for JWT): every member that applies the
+    entry assigns the token "<prefix>.<entry index>", so it works on all of them."""
 
     name: str
+    simple_token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +189,8 @@ class AuthResponse:
 
     revision: int
     auth_revision: int = 0
+    # Authenticate's simple token, as assigned by the apply ("" otherwise).
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,12 +220,42 @@ class RoleListResponse:
 AuthResult: TypeAlias = AuthResponse | UserGetResponse | UserListResponse | RoleGetResponse | RoleListResponse
 
 
+# What an applied auth change means for the tokens a member keeps in memory (etcd's
+# tokenProvider calls in its auth store's apply). Every member applies every entry, so
+# every member's tokens follow; the driver hands these to its token provider.
+@dataclass(frozen=True, slots=True)
+class TokenAssigned:
+    """An Authenticate applied: `token` now stands for `user` (etcd's assign)."""
+
+    user: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserTokensRevoked:
+    """The user was deleted or its password changed (etcd's invalidateUser)."""
+
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokensRevoked:
+    """Auth was disabled: every token ends (etcd's disable)."""
+
+
+AuthEffect: TypeAlias = TokenAssigned | UserTokensRevoked | TokensRevoked
+
+
 # Log entry and meta record type numbers (20-49 belong to auth; never reuse one).
 for _number, _cls in enumerate(
-    (Permission, User, Role, Authed, AuthEnableRequest, AuthDisableRequest, AuthenticateRequest,
+    (Permission, User, Role, Authed, AuthEnableRequest, AuthDisableRequest, None,
      UserAddRequest, UserGetRequest, UserListRequest, UserDeleteRequest, UserChangePasswordRequest,
      UserGrantRoleRequest, UserRevokeRoleRequest, RoleAddRequest, RoleGetRequest, RoleListRequest,
      RoleDeleteRequest, RoleGrantPermissionRequest, RoleRevokePermissionRequest),
     start=20,
 ):
-    codec.register(_number, _cls)
+    if _cls is not None:
+        codec.register(_number, _cls)
+# 26: AuthenticateRequest before it carried the simple token (older logs hold these).
+codec.register_legacy(26, AuthenticateRequest, fields=1)
+codec.register(40, AuthenticateRequest)
