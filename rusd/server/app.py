@@ -18,7 +18,7 @@ from rusd.core.compactor import CompactionPolicy
 from rusd.core.errors import EtcdError
 from rusd.core.membership import cluster_id, member_id
 from rusd.core.node import MemberConfig
-from rusd.server import auth_tokens, logs, services, tls
+from rusd.server import auth_tokens, logs, peer_services, services, tls
 from rusd.server.auth_guard import AuthGuard
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap, verify_join_existing
 from rusd.server.corrupt import CorruptionError, check_initial_hash, check_periodically
@@ -212,7 +212,9 @@ async def _serve(
     await peer_server.start()
     if config.initial_corrupt_check:
         try:
-            await check_initial_hash(runtime.config.member.id, runtime.status.members, await runtime.snapshot())
+            await check_initial_hash(
+                runtime.config.member.id, runtime.status.members, await runtime.snapshot(), transport
+            )
         except CorruptionError:
             await transport.close()
             await peer_server.stop(grace=0.5)
@@ -241,9 +243,10 @@ async def _serve(
 def _peer_listener(
     config: ServerConfig, runtime: Runtime, joined: tuple[MemberInfo, ...], peer_tls: tls.TLSMaterial | None
 ) -> tuple[grpc.aio.Server, PeerTransport]:
-    """The peer server on --listen-peer-urls and the transport to the other members
-    (those it knows, or, joining, those the cluster told it of); with the --peer-* TLS
-    flags, both sides use the peer certificate."""
+    """The peer server on --listen-peer-urls (Raft, Membership, and the lease forwarding
+    and HashKV calls of peer_services) and the transport to the other members (those it
+    knows, or, joining, those the cluster told it of); with the --peer-* TLS flags, both
+    sides use the peer certificate."""
     me = runtime.config.member.id
     known = runtime.status.members or joined
     peers = {m.id: m.peer_urls[0] for m in known if m.id != me and m.peer_urls}
@@ -258,6 +261,7 @@ def _peer_listener(
     add_MembershipServicer_to_server(
         MembershipServicer(runtime.config.cluster_id, lambda: runtime.status.members), server
     )
+    peer_services.register(server, runtime.config.cluster_id, me, runtime.answer_forwarded, runtime.snapshot)
     for url in config.listen_peer_urls:
         address = f"{url.host}:{url.port}"
         try:
