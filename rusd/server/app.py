@@ -73,9 +73,12 @@ def open_store(config: ServerConfig) -> LmdbStore:
     return LmdbStore(path, map_size=max(2 * quota, 8 * _GIB))
 
 
-async def load_identity(store: LmdbStore, config: ServerConfig) -> tuple[Identity, tuple[MemberInfo, ...]]:
+async def load_identity(
+    store: LmdbStore, config: ServerConfig, peer_tls: tls.TLSMaterial | None = None
+) -> tuple[Identity, tuple[MemberInfo, ...]]:
     """The stored identity, or a new one from the --initial-cluster flags; and the members
-    of the cluster this member joins (learned from them; empty otherwise)."""
+    of the cluster this member joins (learned from them over the peer URLs, with the peer
+    TLS credentials for https ones; empty otherwise)."""
     view = store.snapshot()
     try:
         raw = view.get_meta(META_IDENTITY)
@@ -95,7 +98,8 @@ async def load_identity(store: LmdbStore, config: ServerConfig) -> tuple[Identit
     else:
         verify_join_existing(config)
         members = {n: tuple(str(u) for u in us) for n, us in config.initial_cluster_members.items()}
-        cid, mid, joined = await fetch_cluster(config.name, members, own_urls)
+        credentials = peer_tls.channel_credentials() if peer_tls is not None else None
+        cid, mid, joined = await fetch_cluster(config.name, members, own_urls, credentials=credentials)
         identity = Identity(mid, cid, config.name, own_urls)
     batch = store.begin()
     batch.put_meta(META_IDENTITY, codec.encode(identity))
@@ -144,7 +148,7 @@ async def serve(config: ServerConfig) -> None:
         raise ConfigError(f"--auth-token: {e}") from None
     store = open_store(config)
     try:
-        identity, joined = await load_identity(store, config)
+        identity, joined = await load_identity(store, config, server_tls.peer)
         runtime = Runtime(
             store,
             member_config(config, identity),
