@@ -59,7 +59,8 @@ CLUSTER_MISMATCH = "cluster ID mismatch"
 Metadata = tuple[tuple[str, str], ...]
 T = TypeVar("T")
 
-# A unary call failing with these never reached the member: try its next peer URL.
+# A unary call failing with these may not have reached the member: try its next peer URL
+# (what is asked this way is safe to ask twice: a renewal, a hash).
 _UNREACHED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 # Options for the grpc.aio server that serves peers: Raft messages (and the first
