@@ -18,7 +18,7 @@ from rusd.core.compactor import CompactionPolicy
 from rusd.core.errors import EtcdError
 from rusd.core.membership import cluster_id, member_id
 from rusd.core.node import MemberConfig
-from rusd.server import auth_tokens, logs, services, tls
+from rusd.server import auth_tokens, logs, peer_services, services, tls
 from rusd.server.auth_guard import AuthGuard
 from rusd.server.config import ConfigError, ServerConfig, verify_bootstrap, verify_join_existing
 from rusd.server.corrupt import CorruptionError, check_initial_hash, check_periodically
@@ -73,9 +73,12 @@ def open_store(config: ServerConfig) -> LmdbStore:
     return LmdbStore(path, map_size=max(2 * quota, 8 * _GIB))
 
 
-async def load_identity(store: LmdbStore, config: ServerConfig) -> tuple[Identity, tuple[MemberInfo, ...]]:
+async def load_identity(
+    store: LmdbStore, config: ServerConfig, peer_tls: tls.TLSMaterial | None = None
+) -> tuple[Identity, tuple[MemberInfo, ...]]:
     """The stored identity, or a new one from the --initial-cluster flags; and the members
-    of the cluster this member joins (learned from them; empty otherwise)."""
+    of the cluster this member joins (learned from them over the peer URLs, with the peer
+    TLS credentials for https ones; empty otherwise)."""
     view = store.snapshot()
     try:
         raw = view.get_meta(META_IDENTITY)
@@ -95,7 +98,8 @@ async def load_identity(store: LmdbStore, config: ServerConfig) -> tuple[Identit
     else:
         verify_join_existing(config)
         members = {n: tuple(str(u) for u in us) for n, us in config.initial_cluster_members.items()}
-        cid, mid, joined = await fetch_cluster(config.name, members, own_urls)
+        credentials = peer_tls.channel_credentials() if peer_tls is not None else None
+        cid, mid, joined = await fetch_cluster(config.name, members, own_urls, credentials=credentials)
         identity = Identity(mid, cid, config.name, own_urls)
     batch = store.begin()
     batch.put_meta(META_IDENTITY, codec.encode(identity))
@@ -144,7 +148,7 @@ async def serve(config: ServerConfig) -> None:
         raise ConfigError(f"--auth-token: {e}") from None
     store = open_store(config)
     try:
-        identity, joined = await load_identity(store, config)
+        identity, joined = await load_identity(store, config, server_tls.peer)
         runtime = Runtime(
             store,
             member_config(config, identity),
@@ -211,7 +215,9 @@ async def _serve(
     await peer_server.start()
     if config.initial_corrupt_check:
         try:
-            await check_initial_hash(runtime.config.member.id, runtime.status.members, await runtime.snapshot())
+            await check_initial_hash(
+                runtime.config.member.id, runtime.status.members, await runtime.snapshot(), transport
+            )
         except CorruptionError:
             await transport.close()
             await peer_server.stop(grace=0.5)
@@ -242,9 +248,10 @@ async def _serve(
 def _peer_listener(
     config: ServerConfig, runtime: Runtime, joined: tuple[MemberInfo, ...], peer_tls: tls.TLSMaterial | None
 ) -> tuple[grpc.aio.Server, PeerTransport]:
-    """The peer server on --listen-peer-urls and the transport to the other members
-    (those it knows, or, joining, those the cluster told it of); with the --peer-* TLS
-    flags, both sides use the peer certificate."""
+    """The peer server on --listen-peer-urls (Raft, Membership, and the lease forwarding
+    and HashKV calls of peer_services) and the transport to the other members (those it
+    knows, or, joining, those the cluster told it of); with the --peer-* TLS flags, both
+    sides use the peer certificate."""
     me = runtime.config.member.id
     known = runtime.status.members or joined
     peers = {m.id: m.peer_urls[0] for m in known if m.id != me and m.peer_urls}
@@ -259,6 +266,7 @@ def _peer_listener(
     add_MembershipServicer_to_server(
         MembershipServicer(runtime.config.cluster_id, lambda: runtime.status.members), server
     )
+    peer_services.register(server, runtime.config.cluster_id, me, runtime.answer_forwarded, runtime.snapshot)
     for url in config.listen_peer_urls:
         address = f"{url.host}:{url.port}"
         try:

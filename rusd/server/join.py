@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -39,29 +40,44 @@ class MembershipServicer(pb_grpc.MembershipServicer):
         )
 
 
-async def _ask(url: str, timeout: float) -> pb.MembersResponse | None:
+def _channel(url: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    """As the peer transport dials: TLS with the peer credentials for https URLs."""
+    target = peer_target(url, credentials is not None)
+    if credentials is not None and urlsplit(url).scheme == "https":
+        return grpc.aio.secure_channel(target, credentials)
+    return grpc.aio.insecure_channel(target)
+
+
+async def _ask(url: str, timeout: float, credentials: grpc.ChannelCredentials | None) -> pb.MembersResponse | None:
     try:
-        async with grpc.aio.insecure_channel(peer_target(url, secure=False)) as channel:
+        async with _channel(url, credentials) as channel:
             got: pb.MembersResponse = await pb_grpc.MembershipStub(channel).Members(
                 pb.MembersRequest(), timeout=timeout
             )
             return got
+    except ValueError as e:  # an https URL without peer TLS
+        log.warning("could not get the cluster's members from %s: %s", url, e)
     except grpc.aio.AioRpcError as e:
         log.warning("could not get the cluster's members from %s: %s", url, e.details())
-        return None
+    return None
 
 
 async def fetch_cluster(
-    name: str, initial_cluster: dict[str, tuple[str, ...]], own_peer_urls: tuple[str, ...], timeout: float = 5.0
+    name: str,
+    initial_cluster: dict[str, tuple[str, ...]],
+    own_peer_urls: tuple[str, ...],
+    timeout: float = 5.0,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> tuple[int, int, tuple[MemberInfo, ...]]:
-    """(cluster id, this member's id, the members), from the first other member that answers.
+    """(cluster id, this member's id, the members), from the first other member that answers
+    (over https with the peer `credentials`, as the peer transport).
 
     Refused like etcd: no member answered ("could not retrieve cluster information from
     the given URLs"), or the answer does not list this member's peer URLs (it was not
     added with MemberAdd), or the member counts differ."""
     urls = [u for n, us in sorted(initial_cluster.items()) if n != name for u in us]
     for url in urls:
-        got = await _ask(url, timeout)
+        got = await _ask(url, timeout, credentials)
         if got is None:
             continue
         if len(got.members) != len(initial_cluster):

@@ -14,7 +14,10 @@ Shaped after etcd's rafthttp, on one gRPC service instead of HTTP streams and pi
   the receiver stores it in `snapshot_dir`, fsyncs it and hands it on;
 - every call carries the sender's cluster id and the addressee's member id; the
   receiver refuses a call from another cluster ("cluster ID mismatch", as etcd does)
-  or meant for another member.
+  or meant for another member (`check_call`, shared with the unary peer services);
+- unary calls to a member (`call`: lease forwarding, the corruption checks' HashKV)
+  try each of its peer URLs in order until one answers, as etcd's peer round trips
+  do, over the stream's own channel for the URL it uses (one kept per other URL).
 
 All methods must be called on the event loop's thread; the callbacks run on it too.
 Serve the servicer on its own server (etcd's --listen-peer-urls) created with
@@ -32,9 +35,9 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -52,6 +55,13 @@ MD_TO = "rusd-to"
 MD_ACCEPTED = "rusd-accepted"  # the receiver's initial metadata: the stream passed its checks
 
 CLUSTER_MISMATCH = "cluster ID mismatch"
+
+Metadata = tuple[tuple[str, str], ...]
+T = TypeVar("T")
+
+# A unary call failing with these may not have reached the member: try its next peer URL
+# (what is asked this way is safe to ask twice: a renewal, a hash).
+_UNREACHED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 # Options for the grpc.aio server that serves peers: Raft messages (and the first
 # snapshot chunk) may be far larger than gRPC's 4 MiB default, and the senders'
@@ -93,6 +103,32 @@ def peer_target(url: str, secure: bool) -> str:
     return f"{host}:{parts.port}"
 
 
+class PeerCallError(Exception):
+    """A unary call to a member failed: refused by it (`code` is its status), or none of
+    its peer URLs could be reached (`code` of the last attempt; None if none was tried)."""
+
+    def __init__(self, code: grpc.StatusCode | None, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+async def check_call(context: grpc.aio.ServicerContext[Any, Any], cluster_id: int, member_id: int) -> None:
+    """Refuse a peer call from another cluster ("cluster ID mismatch", etcd's text) or
+    meant for another member: every service on the peer listener but Membership (whose
+    callers, joining members, do not know the cluster id yet) checks this first."""
+    md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+    if md.get(MD_CLUSTER) != f"{cluster_id:x}":
+        log.warning("refused a call from peer %s: cluster ID mismatch (%s)", md.get(MD_FROM), md.get(MD_CLUSTER))
+        await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_MISMATCH)
+    if md.get(MD_TO) != f"{member_id:x}":
+        await _abort(
+            context,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"member ID mismatch: sent to {md.get(MD_TO)}, this is {member_id:x}",
+        )
+
+
 class _State(enum.Enum):
     CONNECTING = "connecting"  # a stream is being opened: queue
     ACTIVE = "active"  # the receiver accepted the stream: queue and write
@@ -106,12 +142,7 @@ class _Peer:
         self.t = transport
         self.id = peer_id
         self.url = url
-        target = peer_target(url, transport.credentials is not None)
-        options = _channel_options(transport.backoff_initial, transport.backoff_max)
-        if transport.credentials is None:
-            self.channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            self.channel = grpc.aio.secure_channel(target, transport.credentials, options=options)
+        self.channel = transport.open_channel(url)
         self.stub = pb_grpc.RaftStub(self.channel)
         self.queue: collections.deque[Message] = collections.deque()
         self.wake = asyncio.Event()
@@ -128,7 +159,7 @@ class _Peer:
         self.wake.set()
         return room >= len(messages)
 
-    def metadata(self) -> tuple[tuple[str, str], ...]:
+    def metadata(self) -> Metadata:
         return self.t.call_metadata(self.id)
 
     async def _run(self) -> None:
@@ -228,6 +259,7 @@ class PeerTransport:
         chunk_size: int = 1 << 20,
         backoff_initial: float = 0.05,
         backoff_max: float = 1.0,
+        connect_timeout: float = 2.0,
     ) -> None:
         if queue_size <= 0 or batch_bytes <= 0 or chunk_size <= 0:
             raise ValueError("queue_size, batch_bytes and chunk_size must be positive")
@@ -245,7 +277,12 @@ class PeerTransport:
         self.chunk_size = chunk_size
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        # How long a unary call waits for a connection to one peer URL before it tries the
+        # next (etcd's peer dial timeout at default flags: 1 s + an election timeout).
+        self.connect_timeout = connect_timeout
         self._peers: dict[int, _Peer] = {}
+        # Channels for unary calls to a member's peer URLs other than its stream's.
+        self._channels: dict[tuple[int, str], grpc.aio.Channel] = {}
         self._closed = False
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.snapshot_dir.glob(f"*{_PART}"):  # a receive cut short by a crash
@@ -254,6 +291,15 @@ class PeerTransport:
         self.update_peers(peers)
 
     # -- sending ------------------------------------------------------------------------
+
+    def open_channel(self, url: str) -> grpc.aio.Channel:
+        """A channel to a peer URL: TLS with the peer credentials for https, plaintext for
+        http (the scheme decides, as in etcd's peer transport)."""
+        target = peer_target(url, self.credentials is not None)
+        options = _channel_options(self.backoff_initial, self.backoff_max)
+        if self.credentials is not None and urlsplit(url).scheme == "https":
+            return grpc.aio.secure_channel(target, self.credentials, options=options)
+        return grpc.aio.insecure_channel(target, options=options)
 
     def update_peers(self, peers: dict[int, str]) -> None:
         """Make the set of peers exactly `peers` (this member's own id is ignored)."""
@@ -265,12 +311,19 @@ class PeerTransport:
             peer = self._peers[pid]
             if wanted.get(pid) != peer.url:
                 del self._peers[pid]
-                task = asyncio.get_running_loop().create_task(peer.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._close_later(peer.close())
+        for key in sorted(self._channels):
+            if key[0] not in self._peers:  # the member left, or its peer URLs changed
+                self._close_later(self._channels.pop(key).close(None))
         for pid in sorted(wanted):
             if pid not in self._peers:
                 self._peers[pid] = _Peer(self, pid, wanted[pid])
+
+    def _close_later(self, closing: Coroutine[Any, Any, None]) -> None:
+        """Close a dropped peer's stream or channel without blocking update_peers."""
+        task = asyncio.get_running_loop().create_task(closing)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def peers(self) -> dict[int, str]:
         return {pid: p.url for pid, p in self._peers.items()}
@@ -343,8 +396,58 @@ class PeerTransport:
         finally:
             f.close()
 
-    def call_metadata(self, to: int) -> tuple[tuple[str, str], ...]:
+    def call_metadata(self, to: int) -> Metadata:
         return ((MD_CLUSTER, f"{self.cluster_id:x}"), (MD_FROM, f"{self.member_id:x}"), (MD_TO, f"{to:x}"))
+
+    def channel(self, peer_id: int, url: str) -> grpc.aio.Channel:
+        """The channel for unary calls to one of a member's peer URLs: its Raft stream's
+        when the stream uses that URL (one connection per peer), else one opened on first
+        use and kept until the member leaves or changes its URLs."""
+        self._check_open()
+        peer = self._peers.get(peer_id)
+        if peer is not None and peer.url == url:
+            return peer.channel
+        channel = self._channels.get((peer_id, url))
+        if channel is None:
+            channel = self._channels[(peer_id, url)] = self.open_channel(url)
+        return channel
+
+    async def call(
+        self, peer_id: int, urls: Sequence[str], invoke: Callable[[grpc.aio.Channel, Metadata], Awaitable[T]]
+    ) -> T:
+        """One unary call to member `peer_id`: `invoke(channel, metadata)` over each of its
+        peer URLs in order until one reaches it (etcd tries every peer URL likewise; a URL
+        gets `connect_timeout` to connect, the call's own deadline is `invoke`'s); the
+        metadata carries the cluster and member ids the receiver checks. A refusal by the
+        member is its answer and is not retried elsewhere. Raises PeerCallError."""
+        if self._closed:
+            raise PeerCallError(None, "the peer transport is closed")
+        error = PeerCallError(None, f"member {peer_id:x} has no usable peer URL")
+        for url in urls:
+            try:
+                channel = self.channel(peer_id, url)
+            except ValueError as exc:  # e.g. an https URL while this member has no peer TLS
+                error = PeerCallError(None, str(exc))
+                continue
+            try:
+                await self._connected(channel)
+            except TimeoutError:
+                error = PeerCallError(grpc.StatusCode.UNAVAILABLE, f"{url}: no connection in {self.connect_timeout}s")
+                continue
+            try:
+                return await invoke(channel, self.call_metadata(peer_id))
+            except grpc.aio.AioRpcError as exc:
+                error = PeerCallError(exc.code(), f"{url}: {exc.code().name}: {exc.details()}")
+                if exc.code() not in _UNREACHED:
+                    raise error from None
+        raise error
+
+    async def _connected(self, channel: grpc.aio.Channel) -> None:
+        """Wait (up to connect_timeout) for the channel to connect. A fail-fast call on a
+        channel in reconnect backoff (the stream's, after the peer restarted) would fail at
+        once without trying; waiting keeps one dead URL from costing more than this."""
+        if channel.get_state(try_to_connect=True) is not grpc.ChannelConnectivity.READY:
+            await asyncio.wait_for(channel.channel_ready(), self.connect_timeout)
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -361,6 +464,10 @@ class PeerTransport:
         self._peers.clear()
         for peer in peers:
             await peer.close()
+        channels = list(self._channels.values())
+        self._channels.clear()
+        for channel in channels:
+            await channel.close(None)
         if self._closing:
             await asyncio.wait(self._closing)
 
@@ -399,19 +506,9 @@ class _Servicer(pb_grpc.RaftServicer):
 
     async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Refuse calls from another cluster or meant for another member."""
-        t = self.t
-        md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        if t._closed:
+        if self.t._closed:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "the peer transport is closed")
-        if md.get(MD_CLUSTER) != f"{t.cluster_id:x}":
-            log.warning("refused a stream from peer %s: cluster ID mismatch (%s)", md.get(MD_FROM), md.get(MD_CLUSTER))
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_MISMATCH)
-        if md.get(MD_TO) != f"{t.member_id:x}":
-            await _abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"member ID mismatch: sent to {md.get(MD_TO)}, this is {t.member_id:x}",
-            )
+        await check_call(context, self.t.cluster_id, self.t.member_id)
 
     def _refusal(self, p: pb.Message) -> tuple[grpc.StatusCode, str] | Message:
         """The message, or why it is refused (a plain function: it runs for every message)."""

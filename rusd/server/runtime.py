@@ -50,7 +50,7 @@ from rusd.core.node import (
     unapplied_entries,
 )
 from rusd.core.raft import Message, MessageType, RaftError
-from rusd.server.forward import LeaderForwarder
+from rusd.server import forward
 from rusd.server.peer import PeerTransport
 from rusd.storage.lmdb import LmdbStore, LmdbView
 
@@ -139,7 +139,6 @@ class Runtime:
         )
         # Raft messages of durable turns go out through this (None: a member alone).
         self.transport: PeerTransport | None = None
-        self._forwarder = LeaderForwarder()
         # New members' ids hash their peer URLs with this (--initial-cluster-token).
         self.cluster_token = cluster_token
         # etcd's ReqTimeout: how long MoveLeader waits for the new leader.
@@ -190,18 +189,25 @@ class Runtime:
     async def local(self, req: LocalRequest) -> Result:
         """A leader-local lease request (keepalive, time-to-live, list): answered by the
         Member in the writer thread, without a log entry; a follower forwards it to the
-        leader."""
-        result = await self._enqueue(req)
-        assert result is not None
+        leader over the peer transport."""
+        result = await self.answer_forwarded(req)
         if isinstance(result, EtcdError) and result.kind is errors.NOT_LEADER:
-            return await self._forwarder.forward(req, self._leader_client_url())
+            return await forward.forward(req, self._leader(), self.transport)
         return result
 
-    def _leader_client_url(self) -> str | None:
+    async def answer_forwarded(self, req: LocalRequest) -> Result:
+        """This member's own answer to a lease request, never forwarded: what a follower
+        that forwarded it gets back ("not leader" included, so a stale view of who leads
+        never bounces a request between members)."""
+        result = await self._enqueue(req)
+        assert result is not None
+        return result
+
+    def _leader(self) -> MemberInfo | None:
         status = self.status
         for m in status.members:
-            if m.id == status.leader and m.client_urls:
-                return m.client_urls[0]
+            if m.id == status.leader and m.id != self.config.member.id:
+                return m
         return None
 
     async def defragment(self) -> None:
@@ -357,7 +363,6 @@ class Runtime:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._answer_all(EtcdError(errors.STOPPED))
         self._wake_applied(everyone=True)
-        await self._forwarder.close()
         if self._view is not None:
             self._view.close()
             self._view = None

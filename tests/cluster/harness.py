@@ -1,5 +1,6 @@
 """Real multi-member clusters on loopback: rusd processes, or etcd 3.4 ones for comparison,
-started with etcd's own cluster flags. Members are stopped by their own pid only."""
+started with etcd's own cluster flags (client and peer URLs http, or https with the TLS
+flags in `extra` and the clients' `credentials`). Members are stopped by their own pid only."""
 
 from __future__ import annotations
 
@@ -15,10 +16,17 @@ from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from tests.servers import ETCD, ServerProcess, free_port
 
 
-def serializable_probe(endpoint: str) -> None:
+def channel(endpoint: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A client channel: TLS when given credentials (an https client URL)."""
+    if credentials is None:
+        return grpc.insecure_channel(endpoint)
+    return grpc.secure_channel(endpoint, credentials)
+
+
+def serializable_probe(endpoint: str, credentials: grpc.ChannelCredentials | None = None) -> None:
     """A member answers (a learner serves only serializable reads; a linearizable read
     would also wait for a leader)."""
-    with grpc.insecure_channel(endpoint) as ch:
+    with channel(endpoint, credentials) as ch:
         pb_grpc.KVStub(ch).Range(pb.RangeRequest(key=b"health", serializable=True), timeout=1)
 
 
@@ -28,29 +36,39 @@ class Node:
     client_port: int
     peer_port: int
     process: ServerProcess | None = None
+    client_scheme: str = "http"
+    peer_scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
     @property
+    def client_url(self) -> str:
+        return f"{self.client_scheme}://{self.endpoint}"
+
+    @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.peer_scheme}://127.0.0.1:{self.peer_port}"
 
 
 @dataclass
 class Cluster:
-    """`kind` is "rusd" or "etcd"; nodes are named m1..mN."""
+    """`kind` is "rusd" or "etcd"; nodes are named m1..mN. With https URLs, `extra` carries
+    the TLS flags and `credentials` are what this harness's own gRPC calls present."""
 
     tmp: Path
     kind: str = "rusd"
     token: str = "tok"
     extra: tuple[str, ...] = ()
     nodes: dict[str, Node] = field(default_factory=dict)
+    client_scheme: str = "http"
+    peer_scheme: str = "http"
+    credentials: grpc.ChannelCredentials | None = None
 
     def add_node(self, name: str, ports: tuple[int, int] | None = None) -> Node:
         client, peer = ports or (free_port(), free_port())
-        node = Node(name, client, peer)
+        node = Node(name, client, peer, client_scheme=self.client_scheme, peer_scheme=self.peer_scheme)
         self.nodes[name] = node
         return node
 
@@ -63,8 +81,8 @@ class Cluster:
             *program,
             "--name", node.name,
             "--data-dir", str(self.tmp / f"{self.kind}-{node.name}.data"),
-            "--listen-client-urls", f"http://{node.endpoint}",
-            "--advertise-client-urls", f"http://{node.endpoint}",
+            "--listen-client-urls", node.client_url,
+            "--advertise-client-urls", node.client_url,
             "--listen-peer-urls", node.peer_url,
             "--initial-advertise-peer-urls", node.peer_url,
             "--initial-cluster", self.initial_cluster(),
@@ -78,12 +96,15 @@ class Cluster:
         if node.process is None:
             node.process = ServerProcess(
                 self.argv(node, state), node.endpoint, self.tmp / f"{self.kind}-{node.name}.data",
-                self.tmp / f"{self.kind}-{node.name}.log", probe=serializable_probe,
+                self.tmp / f"{self.kind}-{node.name}.log", probe=self.probe,
             )
         node.process.start_only()
         if wait:
             node.process.wait_ready(60)
         return node.process
+
+    def probe(self, endpoint: str) -> None:
+        serializable_probe(endpoint, self.credentials)
 
     def start_all(self, n: int) -> Cluster:
         for i in range(1, n + 1):
@@ -110,7 +131,7 @@ class Cluster:
 
     def status(self, node: Node) -> pb.StatusResponse | None:
         try:
-            with grpc.insecure_channel(node.endpoint) as ch:
+            with channel(node.endpoint, self.credentials) as ch:
                 got: pb.StatusResponse = pb_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=2)
                 return got
         except grpc.RpcError:

@@ -221,3 +221,233 @@ class Membership:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LeaseStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Renew = channel.unary_unary(
+                '/rusdraftpb.Lease/Renew',
+                request_serializer=rusdraftpb_dot_raft__pb2.LeaseRenewRequest.SerializeToString,
+                response_deserializer=rusdraftpb_dot_raft__pb2.LeaseRenewResponse.FromString,
+                _registered_method=True)
+        self.TimeToLive = channel.unary_unary(
+                '/rusdraftpb.Lease/TimeToLive',
+                request_serializer=rusdraftpb_dot_raft__pb2.LeaseTimeToLiveRequest.SerializeToString,
+                response_deserializer=rusdraftpb_dot_raft__pb2.LeaseTimeToLiveResponse.FromString,
+                _registered_method=True)
+        self.Leases = channel.unary_unary(
+                '/rusdraftpb.Lease/Leases',
+                request_serializer=rusdraftpb_dot_raft__pb2.LeaseLeasesRequest.SerializeToString,
+                response_deserializer=rusdraftpb_dot_raft__pb2.LeaseLeasesResponse.FromString,
+                _registered_method=True)
+
+
+class LeaseServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Renew(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TimeToLive(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Leases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LeaseServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=rusdraftpb_dot_raft__pb2.LeaseRenewRequest.FromString,
+                    response_serializer=rusdraftpb_dot_raft__pb2.LeaseRenewResponse.SerializeToString,
+            ),
+            'TimeToLive': grpc.unary_unary_rpc_method_handler(
+                    servicer.TimeToLive,
+                    request_deserializer=rusdraftpb_dot_raft__pb2.LeaseTimeToLiveRequest.FromString,
+                    response_serializer=rusdraftpb_dot_raft__pb2.LeaseTimeToLiveResponse.SerializeToString,
+            ),
+            'Leases': grpc.unary_unary_rpc_method_handler(
+                    servicer.Leases,
+                    request_deserializer=rusdraftpb_dot_raft__pb2.LeaseLeasesRequest.FromString,
+                    response_serializer=rusdraftpb_dot_raft__pb2.LeaseLeasesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'rusdraftpb.Lease', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('rusdraftpb.Lease', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Lease:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rusdraftpb.Lease/Renew',
+            rusdraftpb_dot_raft__pb2.LeaseRenewRequest.SerializeToString,
+            rusdraftpb_dot_raft__pb2.LeaseRenewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TimeToLive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rusdraftpb.Lease/TimeToLive',
+            rusdraftpb_dot_raft__pb2.LeaseTimeToLiveRequest.SerializeToString,
+            rusdraftpb_dot_raft__pb2.LeaseTimeToLiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Leases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rusdraftpb.Lease/Leases',
+            rusdraftpb_dot_raft__pb2.LeaseLeasesRequest.SerializeToString,
+            rusdraftpb_dot_raft__pb2.LeaseLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class MaintenanceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.HashKV = channel.unary_unary(
+                '/rusdraftpb.Maintenance/HashKV',
+                request_serializer=rusdraftpb_dot_raft__pb2.HashKVRequest.SerializeToString,
+                response_deserializer=rusdraftpb_dot_raft__pb2.HashKVResponse.FromString,
+                _registered_method=True)
+
+
+class MaintenanceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def HashKV(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MaintenanceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'HashKV': grpc.unary_unary_rpc_method_handler(
+                    servicer.HashKV,
+                    request_deserializer=rusdraftpb_dot_raft__pb2.HashKVRequest.FromString,
+                    response_serializer=rusdraftpb_dot_raft__pb2.HashKVResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'rusdraftpb.Maintenance', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('rusdraftpb.Maintenance', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Maintenance:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def HashKV(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rusdraftpb.Maintenance/HashKV',
+            rusdraftpb_dot_raft__pb2.HashKVRequest.SerializeToString,
+            rusdraftpb_dot_raft__pb2.HashKVResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
