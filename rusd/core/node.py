@@ -219,6 +219,8 @@ class MemberStatus:
     leader: int = 0
     members: tuple[MemberInfo, ...] = ()
     is_learner: bool = False
+    # Members removed for good: their peer streams are refused.
+    removed: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -521,7 +523,7 @@ class Member:
         conf = self.raw.conf_state()
         return MemberStatus(
             self.term, self.last_index, self.applied_index, self.alarms, self.leader, self.members(),
-            self.member_id in conf.learners,
+            self.member_id in conf.learners, frozenset(self.roster.removed),
         )
 
     @property

@@ -261,6 +261,8 @@ def _peer_listener(
         credentials=peer_tls.channel_credentials() if peer_tls is not None else None,
     )
     runtime.transport = transport
+    transport.is_removed = lambda member_id: member_id in runtime.status.removed
+    transport.on_removed = runtime.removed_by_peer
     server = grpc.aio.server(options=[*PEER_SERVER_OPTIONS, ("grpc.so_reuseport", 0)])
     transport.add_servicer(server)
     add_MembershipServicer_to_server(

@@ -55,6 +55,9 @@ MD_TO = "rusd-to"
 MD_ACCEPTED = "rusd-accepted"  # the receiver's initial metadata: the stream passed its checks
 
 CLUSTER_MISMATCH = "cluster ID mismatch"
+# Told to a member the cluster removed that still sends (etcd answers 410 Gone); the
+# member stops when it hears it.
+MEMBER_REMOVED = "the member has been permanently removed from the cluster"
 
 Metadata = tuple[tuple[str, str], ...]
 T = TypeVar("T")
@@ -181,6 +184,8 @@ class _Peer:
                 if was_active or exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
                     code, details = exc.code().name, exc.details()
                     log.warning("peer %x: stream to %s failed: %s: %s", self.id, self.url, code, details)
+                if exc.code() is grpc.StatusCode.FAILED_PRECONDITION and exc.details() == MEMBER_REMOVED:
+                    self.t.on_removed()
             except asyncio.InvalidStateError:  # written after the call ended
                 if was_active:
                     log.warning("peer %x: stream to %s ended", self.id, self.url)
@@ -270,6 +275,10 @@ class PeerTransport:
         self.on_messages = on_messages
         self.on_snapshot = on_snapshot
         self.on_unreachable = on_unreachable
+        # Whether the cluster removed a member (its streams are refused), and what to do
+        # when a peer says this member was removed: the driver sets both.
+        self.is_removed: Callable[[int], bool] = lambda member_id: False
+        self.on_removed: Callable[[], None] = lambda: None
         self.snapshot_dir = Path(snapshot_dir)
         self.credentials = credentials
         self.queue_size = queue_size
@@ -505,10 +514,19 @@ class _Servicer(pb_grpc.RaftServicer):
         self.t = transport
 
     async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Refuse calls from another cluster or meant for another member."""
+        """Refuse calls from another cluster, meant for another member, or from a member
+        the cluster removed (which then stops, as etcd's does on 410 Gone)."""
         if self.t._closed:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "the peer transport is closed")
         await check_call(context, self.t.cluster_id, self.t.member_id)
+        sender = next((v for k, v in context.invocation_metadata() or () if k == MD_FROM), None)
+        try:
+            removed = isinstance(sender, str) and self.t.is_removed(int(sender, 16))
+        except ValueError:
+            removed = False
+        if removed:
+            log.warning("refused a stream from removed member %s", sender)
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, MEMBER_REMOVED)
 
     def _refusal(self, p: pb.Message) -> tuple[grpc.StatusCode, str] | Message:
         """The message, or why it is refused (a plain function: it runs for every message)."""

@@ -60,6 +60,8 @@ log = logging.getLogger("rusd.runtime")
 class RemovedError(Exception):
     """This member was removed from the cluster: it stops, as etcd's does."""
 
+    MESSAGE = "the member has been permanently removed from the cluster"
+
 
 # The member's identity record (written at bootstrap); it stays when a leader's image
 # replaces the store, as does Raft's hard state.
@@ -341,6 +343,13 @@ class Runtime:
             if not fut.done():
                 fut.set_result(None)
 
+    def removed_by_peer(self) -> None:
+        """A peer refused this member as removed (it missed its own removal, e.g. while
+        down): it stops, as etcd's does when a peer answers 410 Gone."""
+        if self._failed is None:
+            log.warning("a peer says %s; stopping", RemovedError.MESSAGE)
+            self._fail(RemovedError(RemovedError.MESSAGE))
+
     @property
     def failed(self) -> bool:
         return self._failed is not None
@@ -565,7 +574,7 @@ class Runtime:
                 auth,
             )
         if self.member.removed:
-            raise RemovedError("the member has been permanently removed from the cluster")
+            raise RemovedError(RemovedError.MESSAGE)
 
     def _defragment(self) -> None:
         assert self._loop is not None

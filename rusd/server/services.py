@@ -220,12 +220,21 @@ class ClusterService(ServiceBase, pb_grpc.ClusterServicer):
         return pb.MemberAddResponse(header=self.header(0), member=convert.member(r.member), members=self._members())
 
     async def MemberRemove(self, request: pb.MemberRemoveRequest, context: Any) -> pb.MemberRemoveResponse:
-        # etcd keeps a quorum of connected voters after the removal.
-        active = self.rt.connected_voters(time.monotonic() - HEALTH_INTERVAL)
-        if self._strict() and active - 1 < 1 + (self._voters() - 1) // 2:
+        if self._strict() and not self._may_remove(request.ID):
             await abort(context, EtcdError(errors.UNHEALTHY))
         await self._change(MemberRemoveRequest(request.ID), context)
         return pb.MemberRemoveResponse(header=self.header(0), members=self._members())
+
+    def _may_remove(self, member_id: int) -> bool:
+        """etcd's mayRemoveMember: a learner or a member that is down (no stream to it) may
+        always go; removing a connected voter must leave a quorum of connected voters."""
+        if any(m.id == member_id and m.is_learner for m in self.rt.status.members):
+            return True
+        transport = self.rt.transport
+        if member_id != self.rt.config.member.id and (transport is None or transport.active_since(member_id) is None):
+            return True
+        active = self.rt.connected_voters(time.monotonic() - HEALTH_INTERVAL)
+        return active - 1 >= 1 + (self._voters() - 1) // 2
 
     async def MemberUpdate(self, request: pb.MemberUpdateRequest, context: Any) -> pb.MemberUpdateResponse:
         urls = tuple(request.peerURLs)
