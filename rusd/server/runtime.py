@@ -105,6 +105,14 @@ class _Transfer:
 _Item = WriteRequest | LocalRequest | _Defragment | _Read | _Step | _Report | _Transfer
 
 
+# How often a follower retries forwarding a lease request while there is no leader.
+FORWARD_RETRY = 0.05
+
+
+def _leaderless(result: Result) -> bool:
+    return isinstance(result, EtcdError) and result.kind in (errors.NOT_LEADER, errors.NO_LEADER)
+
+
 def is_serializable(req: RangeRequest | TxnRequest) -> bool:
     """Served from local state without a ReadIndex: a serializable range, or a txn whose
     ranges are all serializable (etcd's isTxnSerializable)."""
@@ -193,9 +201,25 @@ class Runtime:
         Member in the writer thread, without a log entry; a follower forwards it to the
         leader over the peer transport."""
         result = await self.answer_forwarded(req)
-        if isinstance(result, EtcdError) and result.kind is errors.NOT_LEADER:
-            return await forward.forward(req, self._leader(), self.transport)
-        return result
+        if not _leaderless(result):
+            return result
+        # etcd's LeaseRenew: wait for a leader and retry the forward (every 50 ms) for up
+        # to its request timeout, so an election delays keepalives instead of failing them.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        known = False
+        while loop.time() < deadline and not self._stopping:
+            leader = self._leader()
+            if leader is not None:
+                known = True
+                result = await forward.forward(req, leader, self.transport)
+                if not _leaderless(result):
+                    return result
+            await asyncio.sleep(FORWARD_RETRY)
+            result = await self.answer_forwarded(req)  # maybe this member leads now
+            if not _leaderless(result):
+                return result
+        return EtcdError(errors.REQUEST_TIMEOUT if known else errors.NO_LEADER)
 
     async def answer_forwarded(self, req: LocalRequest) -> Result:
         """This member's own answer to a lease request, never forwarded: what a follower
