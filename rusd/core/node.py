@@ -84,8 +84,10 @@ from rusd.core.raft.coalesce import coalesce
 from rusd.core.raft.memory import MemoryStorage
 
 # Test-only: "early_lease_expiry" makes a new leader expire leases as if their TTLs had
-# started long ago, instead of giving each its full TTL again (etcd's Promote).
-PLANTED_MEMBER_BUGS = frozenset({"early_lease_expiry"})
+# started long ago, instead of giving each its full TTL again (etcd's Promote);
+# "read_context_per_member" brings back ReadIndex contexts counted per member (1, 2, 3, ...),
+# so two members' reads can share a context and the leader drops one of them.
+PLANTED_MEMBER_BUGS = frozenset({"early_lease_expiry", "read_context_per_member"})
 
 META_APPLIED_INDEX = b"applied_index"
 # The term of the entry at the applied index (etcd's "term" next to its consistent index):
@@ -459,6 +461,7 @@ class Member:
         self._reads_new: list[_Waiter] = []
         self._reads_asked: dict[bytes, tuple[int, list[_Waiter]]] = {}
         self._reads_ready: list[tuple[int, list[_Waiter]]] = []
+        self._read_seq = 0  # only the planted bug "read_context_per_member" counts here
         self._pending = Ready(list(bootstrap) or forced, list(bootstrap), [], 0)
         if bootstrap or forced:
             self._pending.hard_state = self.storage.hard_state
@@ -740,6 +743,9 @@ class Member:
         # with the same context, so contexts must be unique across members and restarts
         # (etcd uses its request id generator, as here).
         ctx = _U64.pack(self._ids.next())
+        if "read_context_per_member" in self.config.bugs:  # test-only planted bug
+            self._read_seq += 1
+            ctx = _U64.pack(self._read_seq)
         try:
             self.raw.read_index(ctx)
         except ProposalDroppedError:

@@ -233,6 +233,21 @@ def test_reads_asked_on_several_followers_at_once_are_all_answered() -> None:
     assert [r for r, _ in peers.reads[2]] == [12, 22] and [r for r, _ in peers.reads[3]] == [13, 23]
 
 
+def test_planted_per_member_read_contexts_lose_a_followers_read_until_it_times_out() -> None:
+    # The planted bug brings back the old per-member context: both followers' first
+    # ReadIndex carries context 1, the leader keeps only the first, the other waits for
+    # etcd's request timeout (what the simulator's client_liveness check must notice).
+    peers = elected(bugs=frozenset({"read_context_per_member"}))
+    for i in (2, 3):
+        peers.members[i].read(10 + i)
+    peers.run()
+    (served,) = [i for i in (2, 3) if peers.reads[i]]
+    (lost,) = [i for i in (2, 3) if not peers.reads[i]]
+    assert [r for r, _ in peers.reads[served]] == [10 + served]
+    peers.tick(peers.members[lost].config.request_timeout_ticks)
+    assert (10 + lost, EtcdError(errors.REQUEST_TIMEOUT)) in peers.answers[lost]
+
+
 def test_a_leader_cut_off_from_the_quorum_never_serves_a_linearizable_read() -> None:
     peers = elected()
     m1 = peers.members[1]
