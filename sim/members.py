@@ -10,9 +10,11 @@ clients. A crash happens between turns and loses the member's memory (pending re
 Raft's volatile state), never a finished turn.
 
 Checked on every step: election safety, leader completeness, log matching, state machine
-safety, applied index monotonic (sim.checkers). At the end: every acknowledged write is in
-every member's history at its revision, every linearizable read saw every write acknowledged
-before it was sent, and after healing the members converge on one state within a bound.
+safety, applied index monotonic (sim.checkers), and that a request sent while the cluster is
+settled gets a real answer, not a timeout (client_liveness). At the end: every acknowledged
+write is in every member's history at its revision, every linearizable read saw every write
+acknowledged before it was sent, the history is linearizable, watches keep their guarantees,
+and after healing the members converge on one state within a bound.
 """
 
 from __future__ import annotations

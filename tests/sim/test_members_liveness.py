@@ -46,6 +46,16 @@ def test_planted_per_member_read_contexts_are_caught_under_load_and_the_seeds_pa
         assert not clean.run().failed, (seed, clean.verdict_lines())
 
 
+def test_the_load_profile_passes_every_checker() -> None:
+    judged = 0
+    for members, seeds in ((3, SEEDS), (5, range(10))):
+        for seed in seeds:
+            c = MemberCluster(seed, options=members_options("load", members, 3_000))
+            assert not c.run().failed, (seed, members, _failures(c))
+            judged += c.judged - c.excused
+    assert judged > 1_000
+
+
 def test_a_run_says_how_many_requests_it_judged() -> None:
     c = MemberCluster(0, options=MembersOptions(steps=3_000))
     assert not c.run().failed
