@@ -15,6 +15,7 @@ simulated-seconds-per-wall-second figure; it does not enter the trace.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -23,7 +24,7 @@ from rusd.core.node import PLANTED_MEMBER_BUGS
 from rusd.core.raft import PLANTED_BUGS, StateType
 from sim import shrink, timeline
 from sim.cluster import Cluster, SimOptions, SimResult
-from sim.members import MemberCluster, MembersOptions
+from sim.members import MEMBERS_PROFILES, MemberCluster, MembersOptions, members_options
 from sim.swarm import (
     DRIVER_BUGS,
     PROFILES,
@@ -131,10 +132,11 @@ def _run_members(seed: int, options: MembersOptions, save_dir: Path | None = Non
     click.echo(f"seed {seed}")
     start = os.times().elapsed
     cluster = MemberCluster(seed, options=options)
+    network = cluster.network.options  # as drawn (the run ends on the healed one)
     result = cluster.run()
     wall = max(os.times().elapsed - start, 1e-3)
     click.echo(f"settings engine members, {options.members} members, {options.steps} steps, "
-               f"network {cluster.network.options}")
+               f"{options.clients} clients, turns {options.turn_us} us, network {network}")
     for line in result.verdict_lines:
         click.echo(line)
     click.echo(
@@ -176,8 +178,10 @@ MEMBERS_BUGS = frozenset({"stale_reads", "watch_skips"}) | PLANTED_MEMBER_BUGS
 @click.option("--members", type=click.Choice(["3", "5"]), default="3", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Events to simulate while faults are on (then heal and check liveness).")
-@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="default", show_default=True,
-              help="Fault profile: 'elections' makes elections with divergent logs and crashes mid-election common.")
+@click.option("--profile", type=click.Choice(sorted(set(PROFILES) | set(MEMBERS_PROFILES))), default="default",
+              show_default=True,
+              help="Fault profile: 'elections' makes elections with divergent logs and crashes mid-election common; "
+                   "members engine: 'load' sends four times the requests to members whose turns take 2 ms.")
 @click.option("--swarm", is_flag=True, help="Draw each seed's fault and timing options from the seed (swarm testing).")
 @click.option("--seeds", "seed_range", default=None, metavar="A..B", help="Run every seed from A to B (one line each).")
 @click.option("--count", type=click.IntRange(min=1), default=None,
@@ -223,9 +227,10 @@ def main(
             kept_seed, kept_options = shrink.load(Path(replay_path))
             raise SystemExit(0 if _run_members(kept_seed, kept_options) else 1)
         seeds = _seed_range(seed_range) if seed_range is not None else range(seed, seed + (count or 1))
-        planted = MembersOptions(members=int(members), steps=steps, stale_reads="stale_reads" in bugs,
-                                 watch_skips="watch_skips" in bugs,
-                                 member_bugs=frozenset(bugs) & PLANTED_MEMBER_BUGS)
+        if profile not in MEMBERS_PROFILES:
+            raise click.UsageError(f"the members engine's profiles are {', '.join(sorted(MEMBERS_PROFILES))}")
+        planted = replace(members_options(profile, int(members), steps), stale_reads="stale_reads" in bugs,
+                          watch_skips="watch_skips" in bugs, member_bugs=frozenset(bugs) & PLANTED_MEMBER_BUGS)
         if not all([_run_members(s, planted, save, shrink_it, report) for s in seeds]):
             raise SystemExit(1)
         return
@@ -236,6 +241,8 @@ def main(
             raise click.UsageError(str(e)) from None
         ok = _run_one(kept.seed, with_bugs(kept.options, frozenset(bugs)), trace_path, None)
         raise SystemExit(0 if ok else 1)
+    if profile not in PROFILES:
+        raise click.UsageError(f"the raft engine's profiles are {', '.join(sorted(PROFILES))}")
     base = with_bugs(profile_options(profile, int(members), steps), frozenset(bugs))
     seeds = _seed_range(seed_range) if seed_range is not None else range(seed, seed + (count or 1))
     if seed_range is None and count is None:

@@ -10,9 +10,11 @@ clients. A crash happens between turns and loses the member's memory (pending re
 Raft's volatile state), never a finished turn.
 
 Checked on every step: election safety, leader completeness, log matching, state machine
-safety, applied index monotonic (sim.checkers). At the end: every acknowledged write is in
-every member's history at its revision, every linearizable read saw every write acknowledged
-before it was sent, and after healing the members converge on one state within a bound.
+safety, applied index monotonic (sim.checkers), and that a request sent while the cluster is
+settled gets a real answer, not a timeout (client_liveness). At the end: every acknowledged
+write is in every member's history at its revision, every linearizable read saw every write
+acknowledged before it was sent, the history is linearizable, watches keep their guarantees,
+and after healing the members converge on one state within a bound.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from rusd.core import codec
+from rusd.core import codec, errors
 from rusd.core.cluster import MemberInfo
-from rusd.core.errors import EtcdError
+from rusd.core.errors import Code, EtcdError
 from rusd.core.lease.types import (
     LeaseGrantRequest,
     LeaseGrantResponse,
@@ -62,7 +64,7 @@ from sim.network import Network, NetworkOptions
 from sim.rng import RngTree
 from sim.watch_checker import check_watches
 
-TICK, MSG, CLIENT, CRASH, RESTART, WATCH = range(6)
+TICK, MSG, CLIENT, CRASH, RESTART, WATCH, TURN = range(7)
 WATCHERS = 3  # watch clients, each a stream on one member (resumed elsewhere when it dies)
 NOT_DRIVEN = ("check durability:", "check raft_invariants:")
 CLIENT_CHECKERS = (
@@ -71,7 +73,10 @@ CLIENT_CHECKERS = (
     "lease_expiry",  # no lease expires before the TTL of its last acknowledged grant or renewal
     "linearizability",  # the whole client history against the etcd model (sim.linearizability)
     "watch",  # every watch stream keeps etcd's guarantees against that history (sim.watch_checker)
+    "client_liveness",  # a request sent to a settled cluster gets a real answer, not "unavailable"
 )
+# Checked once the run is over (not run when it stopped at an earlier failure).
+FINAL_CHECKERS = ("acknowledged_writes", "linearizability", "watch")
 # The history's client ids for the lessor's own revokes and for watched changes.
 EXPIRY_CLIENT = 1_000_000
 WATCH_CLIENT = 2_000_000
@@ -92,6 +97,9 @@ class Op:
     # The highest revision acknowledged to any client before this op was sent: a
     # linearizable read must see at least it.
     floor: int = 0
+    # Sent while the cluster was settled and no fault has happened since: it must get a
+    # real answer (client_liveness).
+    judged: bool = False
 
 
 @dataclass
@@ -124,6 +132,9 @@ class MembersOptions:
     watch_skips: bool = False
     # Planted bugs in the Member itself (rusd.core.node.PLANTED_MEMBER_BUGS).
     member_bugs: frozenset[str] = frozenset()
+    # How long a member's turn that did work keeps its driver busy (the server's writer
+    # commits, and fsyncs, the turn's batch): what arrives meanwhile waits for the next turn.
+    turn_us: int = 0
 
 
 class MemberCluster:
@@ -176,7 +187,22 @@ class MemberCluster:
         self.watching: dict[int, tuple[int, int, h.WatchStream]] = {}
         self.watch_streams: list[h.WatchStream] = []
         self.fault_log: list[tuple[int, str]] = []  # (time, what) for reports
-        self.unplaceable: h.Operation | None = None  # the linearizability check's culprit
+        # A member's driver is busy until then; members with a deferred turn queued.
+        self.busy_until = dict.fromkeys(self.ids, 0)
+        self.turn_due: set[int] = set()
+        self.unplaceable: h.Operation | None = None  # the culprit (linearizability, client_liveness)
+        # client_liveness: since when the cluster is settled (None: it is not now); once the
+        # run winds down, clients send nothing more; what the check covered.
+        self.settled_since: int | None = None
+        self.winding_down = False
+        self.final_checked = False
+        first = self.members[self.ids[0]]
+        assert first is not None
+        self.request_timeout_us = first.config.request_timeout_ticks * self.tick_us  # etcd's ReqTimeout
+        self.settled_us = 0
+        self.stretches = 0
+        self.judged = 0
+        self.excused = 0
         self._hash = hashlib.sha256()
         for i in self.ids:
             self._push(self.workload.randrange(self.tick_us), TICK, i, None)
@@ -230,25 +256,35 @@ class MemberCluster:
         # invariants one counts Raft-only steps: acknowledged_writes stands in for both.
         raft = [line for line in self.checkers.lines() if not line.startswith(NOT_DRIVEN)]
         return raft + [
+            f"check {name}: not run" if v is None and name in FINAL_CHECKERS and not self.final_checked else
             f"check {name}: {'ok' if v is None else 'FAIL ' + v}"
             + (f" ({self.linearizability.split('(', 1)[-1]}" if name == "linearizability" and v is None
                and self.linearizability else "")
             + (f" ({self.watch_summary.split('(', 1)[-1]}" if name == "watch" and v is None and self.watch_summary
                else "")
+            + (f" ({self.liveness_summary()})" if name == "client_liveness" and v is None else "")
             for name, v in self.client_verdicts.items()
         ]
 
     # -- one driver turn --------------------------------------------------------------------
 
     def _turn(self, i: int) -> None:
+        if self.busy_until[i] > self.now_us:
+            if i not in self.turn_due:
+                self.turn_due.add(i)
+                self._push(self.busy_until[i], TURN, i, None)
+            return
         m = self.members[i]
         assert m is not None
         rd = m.ready()
         if not rd:
             return
+        self.busy_until[i] = self.now_us + self.options.turn_us
         backend, log = self.backends[i], self.logs[i]
         now = self.now_us / 1e6
         if rd.snapshot is not None:
+            # Its waiting proposals are answered "timed out" (as etcd's): not a liveness failure.
+            self._disturb(f"snapshot m{i}", member=i)
             backend.load_image(rd.snapshot.data)
             log.compact_log(log.last_index())
             m.install_snapshot(backend)
@@ -324,7 +360,10 @@ class MemberCluster:
     # -- clients ----------------------------------------------------------------------------
 
     def _client(self, c: int) -> None:
-        """Client c sends its next operation to a random live member."""
+        """Client c sends its next operation to a random live member (none once the run
+        winds down: convergence is checked on a quiet cluster)."""
+        if self.winding_down:
+            return
         live = [i for i in self.ids if self.members[i] is not None]
         if not live:
             self._next_op(c, True)
@@ -345,7 +384,7 @@ class MemberCluster:
             ask = RangeRequest(key) if r < 0.52 else RangeRequest(b"k", b"l", limit=self.workload.randrange(1, 5))
             op = Op(c, "get", ask, i, self.now_us, floor=self.max_acked_revision)
             if self.options.stale_reads:
-                self.ops[req_id] = op
+                self._track(req_id, op)
                 self._answer(req_id, serve_read(backend, op.request, 128))  # type: ignore[arg-type]
                 return
             m.read(req_id)
@@ -393,7 +432,19 @@ class MemberCluster:
         elif r < 0.98:
             lease = self.workload.choice(self.leases)
             op = Op(c, "keepalive", LeaseKeepAliveRequest(lease), i, self.now_us)
-            m.local(req_id, op.request, self.now_us / 1e6)  # type: ignore[arg-type]
+            # Only the leader renews; a follower forwards the renewal to it, as the server does.
+            serving = self._lease_leader(i)
+            if serving is None:
+                self._track(req_id, op)
+                self._answer(req_id, EtcdError(errors.NO_LEADER))  # what a failed forward answers
+                return
+            leader = self.members[serving]
+            assert leader is not None
+            leader.local(req_id, op.request, self.now_us / 1e6)  # type: ignore[arg-type]
+            self._track(req_id, op)
+            self.record(f"c{c} sends {req_id} keepalive {lease:x} to {i}, served by {serving}")
+            self._turn(serving)
+            return
         elif r < 0.995:
             lease = self.workload.choice(self.leases)
             op = Op(c, "revoke", LeaseRevokeRequest(lease), i, self.now_us)
@@ -402,9 +453,28 @@ class MemberCluster:
             target = max(1, store.current_revision(backend) - self.workload.randrange(5, 40))
             op = Op(c, "compact", CompactionRequest(target), i, self.now_us)
             m.submit(req_id, op.request, backend.size())  # type: ignore[arg-type]
-        self.ops[req_id] = op
+        self._track(req_id, op)
         self.record(f"c{c} sends {req_id} {op.kind} {key!r} to {i}")
         self._turn(i)
+
+    def _track(self, req_id: int, op: Op) -> None:
+        """Op is in flight; sent to a settled cluster, it is judged by client_liveness."""
+        op.judged = self.settled_since is not None
+        self.judged += op.judged
+        self.ops[req_id] = op
+
+    def _lease_leader(self, i: int) -> int | None:
+        """Who answers a lease renewal sent to member i: i when it leads, else the leader it
+        knows if that member is up, reachable and still leading (None: the server's forward
+        would fail with "no leader")."""
+        m = self.members[i]
+        assert m is not None
+        if m.is_leader:
+            return i
+        lead = m.leader
+        leader = self.members.get(lead)
+        reachable = self.network.connected(i, lead) and self.network.connected(lead, i)
+        return lead if leader is not None and leader.is_leader and reachable else None
 
     def _next_op(self, client: int, refused: bool) -> None:
         """Each client thinks for a while between operations (mean 60 ms: about 100 ops/s
@@ -427,6 +497,8 @@ class MemberCluster:
             return
         self._next_op(op.client, isinstance(result, EtcdError))
         self._remember(op, result)
+        if op.judged and isinstance(result, EtcdError) and unavailable(result):
+            self._liveness_failure(req_id, op, f"answered {result.message!r}")
         if isinstance(result, EtcdError):
             self.refused += 1
             self.refusals[result.message] = self.refusals.get(result.message, 0) + 1
@@ -485,6 +557,81 @@ class MemberCluster:
             return
         self.history.append(h.Operation(EXPIRY_CLIENT, floor, self.now_us, h.LeaseRevoke(lease), indeterminate=True))
 
+    # -- client liveness --------------------------------------------------------------------
+
+    def _calm(self) -> bool:
+        """No fault is active: every member is up and the network neither cuts nor loses
+        messages (delay, duplication and reordering lose nothing a correct member needs)."""
+        return (self.network.options.loss == 0 and not self.network.cut
+                and all(m is not None for m in self.members.values()))
+
+    def _agreed(self) -> bool:
+        """Every member follows one leader in that leader's term, and the leader has
+        committed an entry of its term (so it serves ReadIndex): whatever election the
+        last fault caused is over, and no member or message in flight has a higher term."""
+        members = [m for m in self.members.values() if m is not None]
+        lead = members[0].leader
+        leader = self.members.get(lead)
+        if leader is None or not leader.is_leader:
+            return False
+        if any(m.term != leader.term or m.leader != lead for m in members):
+            return False
+        log = leader.raw.raft.log
+        return log.term(log.committed) == leader.term
+
+    def _settle(self) -> None:
+        """After each event of an unsettled run: a calm cluster that agrees on its leader is
+        settled from now on, until the next fault."""
+        if self._calm() and self._agreed():
+            self.settled_since = self.now_us
+            self.stretches += 1
+            self.record("settled")
+
+    def _disturb(self, what: str, member: int | None = None) -> None:
+        """A fault starts or ends (crash, restart, partition, heal), or `member` installs a
+        snapshot: requests in flight (all, or that member's) may now fail without a bug, and
+        a cluster-wide change ends the settled stretch."""
+        for op in self.ops.values():
+            if op.judged and (member is None or op.member == member):
+                op.judged = False
+                self.excused += 1
+        if member is None and self.settled_since is not None:
+            if not self.winding_down:
+                self.settled_us += self.now_us - self.settled_since
+            self.settled_since = None
+            self.record(f"unsettled by {what}")
+
+    def _wind_down(self) -> None:
+        """Clients send nothing more (what they sent is still judged); the settled time ends."""
+        self.winding_down = True
+        if self.settled_since is not None:
+            self.settled_us += self.now_us - self.settled_since
+
+    def _liveness_failure(self, req_id: int, op: Op, outcome: str) -> None:
+        since = self.settled_since if self.settled_since is not None else op.sent_us
+        self.fail(
+            "client_liveness",
+            f"{op.kind} {req_id} sent to member {op.member} at {op.sent_us / US_PER_S:.3f} s, "
+            f"{(op.sent_us - since) / US_PER_S:.3f} s after the cluster settled (all members up, no partition "
+            f"or loss, one leader with an entry of its term committed), {outcome} "
+            f"{(self.now_us - op.sent_us) / US_PER_S:.3f} s after it was sent, with no fault in between",
+        )
+        culprit = [o for o in self.history[-1:] if o.client == op.client and o.call == op.sent_us]
+        if culprit and self.unplaceable is None:
+            self.unplaceable = culprit[0]
+
+    def _check_unanswered(self) -> None:
+        """A judged request still waiting longer than the request timeout (after which a
+        member answers "request timed out" itself) was forgotten."""
+        for req_id, op in sorted(self.ops.items()):
+            if op.judged and self.now_us - op.sent_us > self.request_timeout_us + 2 * self.tick_us:
+                self._liveness_failure(req_id, op, "still unanswered")
+                return
+
+    def liveness_summary(self) -> str:
+        return (f"{self.judged - self.excused} requests to a settled cluster, {self.stretches} settled stretches "
+                f"{self.settled_us / US_PER_S:.1f} s, {self.excused} excused by a fault before their answer")
+
     # -- watchers ---------------------------------------------------------------------------
 
     def _watch(self, w: int) -> None:
@@ -535,7 +682,9 @@ class MemberCluster:
         live = [i for i in self.ids if self.members[i] is not None]
         if len(live) == len(self.ids) and not self.healed:
             i = self.faults.choice(self.ids)
+            self._disturb(f"crash m{i}")
             self.members[i] = None
+            self.busy_until[i] = 0
             self._end_watches(i)
             self.crashes += 1
             self.record(f"crash {i}")
@@ -548,6 +697,7 @@ class MemberCluster:
             self._push(self.now_us + self._fault_delay(), CRASH, 0, None)
 
     def _restart(self, i: int) -> None:
+        self._disturb(f"restart m{i}")
         m = self._start(i)
         self.members[i] = m
         self.checkers.on_restart(i, m.applied_index)
@@ -578,18 +728,26 @@ class MemberCluster:
             self._crash()
         elif kind == WATCH:
             self._watch(who)
+        elif kind == TURN:
+            self.turn_due.discard(who)
+            if self.members[who] is not None:
+                self._turn(who)
         else:
             self._restart(who)
+        if self.settled_since is None:
+            self._settle()
 
     def run(self, progress: Callable[[MemberCluster], None] | None = None) -> MembersResult:
         half = self.steps // 2
         for n in range(self.steps):
             if n == half // 2:
                 lone = self.workload.choice(self.ids)
+                self._disturb(f"partition m{lone}")
                 self.network.partition([[lone], [i for i in self.ids if i != lone]])
                 self.record(f"partition {lone}")
                 self.fault_log.append((self.now_us, f"partition m{lone}"))
             if n == half:
+                self._disturb("heal")
                 self.network.heal()
                 self.network.options = self.network.options.healed()
                 self.healed = True
@@ -599,15 +757,22 @@ class MemberCluster:
             if self.failed:
                 break
         self.healed = True
+        if self.network.cut or self.network.options != self.network.options.healed():
+            self._disturb("heal")
         self.network.heal()
         self.network.options = self.network.options.healed()
         self.before_heal = set(self.ops)
-        # Liveness: with faults over, every member is up and they converge on one state.
+        # Liveness: with faults over, clients stop sending, every member comes up, every
+        # request is answered and the members converge on one state.
+        self._wind_down()
         deadline = self.now_us + int(self.options.heal_bound_s * US_PER_S)
         while self.now_us < deadline and not self._converged() and not self.failed:
             self.step()
         if not self.failed:
+            self._check_unanswered()
+        if not self.failed:
             self.checkers.on_liveness(self._converged(), self._why_not_converged())
+            self.final_checked = True
             self._check_acknowledged_writes()
             self._check_history()
         return MembersResult(
@@ -657,19 +822,32 @@ class MemberCluster:
                 got.append(_watch_response(r))
             self.watch_streams.append(replace(stream, responses=tuple(got)))
         observed = _watched_states(self.watch_streams)
-        checked = [*self.history, *unanswered, *observed]
-        result = check_linearizability(checked, out_of_budget)
-        if result.failed is not None:
-            self.unplaceable = checked[result.failed]
-        self.linearizability = result.summary().splitlines()[0]
-        if not result.ok:
-            self.fail("linearizability", result.message.replace("\n", " | "))
-            return
-        assert result.log is not None
-        report = check_watches(self.watch_streams, result.log)
+        made = [op for op in self.history if not never_proposed(op)]
+        unchanged = _watched_unchanged(self.watch_streams)
+        result = check_linearizability([*made, *unanswered, *observed, *unchanged], out_of_budget)
+        if result.ok:
+            self.linearizability = result.summary().splitlines()[0]
+        else:
+            # The unchanged-key reads assume reliable watches: without them, a stream that
+            # lost an event is blamed by the watch check (which names the event), and a
+            # history that is not linearizable even so by this one.
+            steps = 0
+            plain = check_linearizability(checked := [*made, *unanswered, *observed], out_of_budget)
+            self.linearizability = plain.summary().splitlines()[0]
+            if not plain.ok:
+                if plain.failed is not None:
+                    self.unplaceable = checked[plain.failed]
+                self.fail("linearizability", plain.message.replace("\n", " | "))
+                return
+        log = result.log if result.ok else plain.log
+        assert log is not None
+        report = check_watches(self.watch_streams, log)
         self.watch_summary = report.summary()
         if not report.ok:
             self.fail("watch", "; ".join(v.message for v in report.violations[:3]))
+        elif not result.ok:
+            self.fail("watch", "what the streams show unchanged between their events cannot be linearized: "
+                      + result.message.replace("\n", " | "))
 
     def _check_acknowledged_writes(self) -> None:
         """Every acknowledged put is in every member's history at its revision (unless a
@@ -689,6 +867,21 @@ class MemberCluster:
                     return
 
 
+def never_proposed(op: h.Operation) -> bool:
+    """A Member answers "no leader" only for a request it never handed to Raft (a proposal
+    batch or ReadIndex Raft dropped for want of a leader; a lease renewal nobody could
+    forward): it certainly changed nothing. The shared history calls it indeterminate (it
+    cannot know the server), which let the search explain another change (a lease's revoke)
+    with such a never-made write and then blame the watches that did not show it."""
+    return op.error == errors.NO_LEADER.message
+
+
+def unavailable(error: EtcdError) -> bool:
+    """Not an answer to the request: the member could not serve it now (no leader, leader
+    changed, request timed out: gRPC UNAVAILABLE) or only pointed at the leader."""
+    return error.code is Code.UNAVAILABLE or error.kind is errors.NOT_LEADER
+
+
 def _watch_response(r: WatchResponse) -> h.WatchResponse:
     return h.WatchResponse(
         r.revision,
@@ -703,15 +896,55 @@ def _watch_response(r: WatchResponse) -> h.WatchResponse:
 
 def _watched_states(streams: list[h.WatchStream]) -> list[h.Operation]:
     """Every event a watch delivered, as a serializable read of its key at its revision."""
+    return [_read_at(WATCH_CLIENT + s.client, s.member, e.kv.key, None if e.type == "DELETE" else e.kv, e.revision)
+            for s in streams for r in s.responses for e in r.events]
+
+
+def _watched_unchanged(streams: list[h.WatchStream]) -> list[h.Operation]:
+    """What a stream shows between its events, as serializable reads: it delivers every
+    change of its range in order, so a key stays as one of its events left it until just
+    before its next event in the stream (or until the stream's last event), and an event's
+    prev_kv is its key just before it. Without these, the search may explain a change with an
+    indeterminate write that never applied (a timed-out txn "put k6, delete k4" placed at the
+    revision where k4's lease was revoked), and the watch check then finds the put missing."""
     ops: list[h.Operation] = []
     for s in streams:
-        for r in s.responses:
-            for e in r.events:
-                kvs = () if e.type == "DELETE" else (e.kv,)
-                read = h.Range(e.kv.key, serializable=True)
-                ops.append(h.Operation(WATCH_CLIENT + s.client, 0, 0, read,
-                                       h.Response(e.revision, h.RangeResult(kvs, len(kvs))), None, s.member))
+        client = WATCH_CLIENT + s.client
+        events = [e for r in s.responses for e in r.events]
+        last: dict[bytes, h.WatchEvent] = {}
+        for e in events:
+            key = e.kv.key
+            before = last.get(key)
+            if before is not None and e.revision - 1 > before.revision:
+                ops.append(_read_at(client, s.member, key, None if before.type == "DELETE" else before.kv,
+                                    e.revision - 1))
+            elif before is None and e.prev_kv is not None:
+                ops.append(_read_at(client, s.member, key, e.prev_kv, e.revision - 1))
+            last[key] = e
+        end = events[-1].revision if events else 0
+        for key, e in sorted(last.items()):
+            if end > e.revision:
+                ops.append(_read_at(client, s.member, key, None if e.type == "DELETE" else e.kv, end))
     return ops
+
+
+def _read_at(client: int, member: int | None, key: bytes, kv: h.KV | None, revision: int) -> h.Operation:
+    """A serializable get of `key` that answered `kv` (None: absent) at `revision`."""
+    kvs = () if kv is None else (kv,)
+    answer = h.Response(revision, h.RangeResult(kvs, len(kvs)))
+    return h.Operation(client, 0, 0, h.Range(key, serializable=True), answer, None, member)
+
+
+# The members engine's profiles. "load": four times the clients (about 400 requests a second),
+# and each turn keeps a member's driver busy for 2 ms (the server's batch commit), so requests
+# queue and members take them in batches, as a loaded server does.
+MEMBERS_PROFILES: dict[str, dict[str, int]] = {"default": {}, "load": {"clients": 24, "turn_us": 2_000}}
+
+
+def members_options(profile: str, members: int = 3, steps: int = 4_000) -> MembersOptions:
+    if profile not in MEMBERS_PROFILES:
+        raise ValueError(f"unknown members profile {profile!r} (known: {', '.join(sorted(MEMBERS_PROFILES))})")
+    return replace(MembersOptions(members=members, steps=steps), **MEMBERS_PROFILES[profile])  # type: ignore[arg-type]
 
 
 def simulate_members(seed: int, members: int = 3, steps: int = 4_000) -> MembersResult:

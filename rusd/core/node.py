@@ -84,8 +84,10 @@ from rusd.core.raft.coalesce import coalesce
 from rusd.core.raft.memory import MemoryStorage
 
 # Test-only: "early_lease_expiry" makes a new leader expire leases as if their TTLs had
-# started long ago, instead of giving each its full TTL again (etcd's Promote).
-PLANTED_MEMBER_BUGS = frozenset({"early_lease_expiry"})
+# started long ago, instead of giving each its full TTL again (etcd's Promote);
+# "read_context_per_member" brings back ReadIndex contexts counted per member (1, 2, 3, ...),
+# so two members' reads can share a context and the leader drops one of them.
+PLANTED_MEMBER_BUGS = frozenset({"early_lease_expiry", "read_context_per_member"})
 
 META_APPLIED_INDEX = b"applied_index"
 # The term of the entry at the applied index (etcd's "term" next to its consistent index):
@@ -465,6 +467,7 @@ class Member:
         self._reads_new: list[_Waiter] = []
         self._reads_asked: dict[bytes, tuple[int, list[_Waiter]]] = {}
         self._reads_ready: list[tuple[int, list[_Waiter]]] = []
+        self._read_seq = 0  # only the planted bug "read_context_per_member" counts here
         self._pending = Ready(list(bootstrap) or forced, list(bootstrap), [], 0)
         if bootstrap or forced:
             self._pending.hard_state = self.storage.hard_state
@@ -485,6 +488,8 @@ class Member:
         self._load_leases(view)
         self._revoking: set[int] = set()
         self._leading = False
+        # Lease requests a new leader holds until its lessor is promoted (see _promote).
+        self._local_waiting: list[tuple[int, LocalRequest]] = []
         if conf.voters == (config.member.id,) and not conf.learners and not join:
             # The only voter elects itself at once; as leader it appends the empty entry
             # of its term, which makes the term durable before anything is acknowledged.
@@ -620,6 +625,10 @@ class Member:
         if not self.is_leader:
             self._responses.append((req_id, EtcdError(self._no_leader_error())))
             return
+        if not self.lessor.primary:
+            self._now = max(self._now, now)
+            self._local_waiting.append((req_id, req))
+            return
         self._responses.append((req_id, self.answer_local(req, now)))
 
     def answer_local(self, req: LocalRequest, now: float) -> Response:
@@ -750,6 +759,9 @@ class Member:
         # with the same context, so contexts must be unique across members and restarts
         # (etcd uses its request id generator, as here).
         ctx = _U64.pack(self._ids.next())
+        if "read_context_per_member" in self.config.bugs:  # test-only planted bug
+            self._read_seq += 1
+            ctx = _U64.pack(self._read_seq)
         try:
             self.raw.read_index(ctx)
         except ProposalDroppedError:
@@ -801,24 +813,35 @@ class Member:
             raw.advance(rd)
 
     def _on_role(self, leading: bool, lead: int) -> None:
-        """Leadership moved. Only the leader expires leases: a new one gives each lease
-        its full TTL again (plus an election timeout, as etcd's Promote), a former one stops.
+        """Leadership moved. Only the leader expires leases, once promoted (_promote); a
+        former one stops, and the lease requests it held go elsewhere.
         Reads asked in an older term may never be answered: they fail now so clients retry."""
         if leading and not self._leading:
-            if "early_lease_expiry" in self.config.bugs:
-                self.lessor.promote(self._now - 3600.0)
-            else:
-                self.lessor.promote(self._now, self.config.election_timeout)
             self._revoking.clear()
         elif self._leading and not leading:
             self.lessor.demote()
             self._revoking.clear()
+            held, self._local_waiting = self._local_waiting, []
+            self._responses.extend((req_id, EtcdError(self._no_leader_error())) for req_id, _ in held)
         self._leading = leading
         term = self.term
         for ctx, (asked_term, batch) in list(self._reads_asked.items()):
             if asked_term != term or lead == NONE:
                 del self._reads_asked[ctx]
                 self._responses.extend((w.req_id, EtcdError(errors.LEADER_CHANGED)) for w in batch)
+
+    def _promote(self) -> list[tuple[int, Result]]:
+        """The leader applies the first entry of its term, so every entry of earlier terms is
+        applied: its lessor becomes primary, giving each lease its full TTL again (plus an
+        election timeout), and answers the lease requests held meanwhile. Promoting when
+        elected (as rusd did) let a keepalive renew a lease that a revoke proposed by an
+        earlier leader, still in the log, removed right after; etcd promotes here too."""
+        if "early_lease_expiry" in self.config.bugs:
+            self.lessor.promote(self._now - 3600.0)
+        else:
+            self.lessor.promote(self._now, self.config.election_timeout)
+        held, self._local_waiting = self._local_waiting, []
+        return [(req_id, self.answer_local(req, self._now)) for req_id, req in held]
 
     def ready(self) -> Ready:
         # Only the first Raft Ready of a turn may send early: the later ones can carry
@@ -894,6 +917,8 @@ class Member:
                 continue
             if entry.index <= applied:
                 continue
+            if self._leading and not self.lessor.primary and entry.term == self.raw.term:
+                answers.extend(self._promote())
             proposal: Proposal | None = codec.decode(entry.data) if entry.data else None
             if at_index:
                 # The proposal this member put at that index is not the entry there: lost.

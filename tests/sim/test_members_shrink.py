@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from sim import shrink, timeline
 from sim.cli import main
-from sim.members import EXPIRY_CLIENT, MemberCluster, MembersOptions
+from sim.members import EXPIRY_CLIENT, MemberCluster, MembersOptions, members_options
 
 
 def test_a_failing_seed_shrinks_to_a_smaller_run_that_fails_the_same_check() -> None:
@@ -66,3 +66,25 @@ def test_options_json_refuses_unknown_fields() -> None:
         assert "nope" in str(e)
     else:
         raise AssertionError("unknown option accepted")
+
+
+def test_a_client_liveness_failure_shrinks_keeps_and_replays(tmp_path: Path) -> None:
+    options = dataclasses.replace(members_options("load", 3, 3_000), member_bugs=frozenset({"read_context_per_member"}))
+    small, result = shrink.shrink(2, options)
+    assert (small.steps, small.clients) < (options.steps, options.clients)
+    assert shrink.failed_checks(result) == {"check client_liveness"}
+    path = shrink.save(tmp_path, 2, small, result)  # the CLI refuses to keep planted runs; the file works
+    assert shrink.load(path) == (2, small)
+    replayed = CliRunner().invoke(main, ["--engine", "members", "--replay", str(path)])
+    assert replayed.exit_code == 1
+    assert any(line.startswith("check client_liveness: FAIL get ") for line in replayed.output.splitlines())
+    assert replayed.output.splitlines()[-1] == result.trace_hash
+
+
+def test_the_members_engine_takes_its_own_profiles_only() -> None:
+    out = CliRunner().invoke(main, ["--engine", "members", "--seed", "2", "--steps", "3000", "--profile", "load",
+                                    "--bug", "read_context_per_member"])
+    assert out.exit_code == 1 and "24 clients, turns 2000 us" in out.output
+    assert "check client_liveness: FAIL" in out.output and "check linearizability: not run" in out.output
+    refused = CliRunner().invoke(main, ["--engine", "members", "--profile", "elections"])
+    assert refused.exit_code == 2 and "profiles are default, load" in refused.output

@@ -16,7 +16,12 @@ from rusd.core.cluster import (
     MemberRemoveRequest,
 )
 from rusd.core.errors import EtcdError
-from rusd.core.lease.types import LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest
+from rusd.core.lease.types import (
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse,
+)
 from rusd.core.mvcc import store
 from rusd.core.mvcc.types import PutRequest, PutResponse, RangeRequest, RangeResponse
 from rusd.core.node import (
@@ -65,36 +70,42 @@ class Peers:
         moved = True
         while moved:
             moved = False
-            for i, m in self.members.items():
-                rd = m.ready()
-                if not rd:
-                    continue
-                moved = True
-                backend, log = self.backends[i], self.logs[i]
-                if rd.snapshot is not None:
-                    backend.load_image(rd.snapshot.data)
-                    log.compact_log(log.last_index())
-                    m.install_snapshot(backend)
-                log.append_entries(rd.entries)
-                self.answers[i] += list(rd.responses) + m.apply(backend, rd.committed, self.now).answers
-                if rd.compact_log_to:
-                    log.compact_log(rd.compact_log_to)
-                m.advance(rd)
-                for req_id in rd.reads:
-                    got = serve_read(backend, RangeRequest(b"k"), 128)
-                    assert isinstance(got, RangeResponse)
-                    self.reads[i].append((req_id, got))
-                for msg in [*rd.early_messages, *rd.messages]:
-                    if msg.to in cut or msg.from_ in cut or msg.to not in self.members:
-                        if msg.type is MessageType.SNAP:
-                            m.report_snapshot(msg.to, failed=True)
-                        continue
-                    if msg.type is MessageType.SNAP:
-                        assert msg.snapshot is not None
-                        msg = replace(msg, snapshot=replace(msg.snapshot, data=backend.image()))
-                        self.snapshots_sent += 1
-                        m.report_snapshot(msg.to, failed=False)
-                    self.members[msg.to].step(msg)
+            for i in self.members:
+                moved |= self.turn(i, cut)
+
+    def turn(self, i: int, cut: frozenset[int] = frozenset()) -> bool:
+        """One turn of member i (False: it had nothing to do); its messages are stepped
+        into their receivers at once."""
+        m = self.members[i]
+        rd = m.ready()
+        if not rd:
+            return False
+        backend, log = self.backends[i], self.logs[i]
+        if rd.snapshot is not None:
+            backend.load_image(rd.snapshot.data)
+            log.compact_log(log.last_index())
+            m.install_snapshot(backend)
+        log.append_entries(rd.entries)
+        self.answers[i] += list(rd.responses) + m.apply(backend, rd.committed, self.now).answers
+        if rd.compact_log_to:
+            log.compact_log(rd.compact_log_to)
+        m.advance(rd)
+        for req_id in rd.reads:
+            got = serve_read(backend, RangeRequest(b"k"), 128)
+            assert isinstance(got, RangeResponse)
+            self.reads[i].append((req_id, got))
+        for msg in [*rd.early_messages, *rd.messages]:
+            if msg.to in cut or msg.from_ in cut or msg.to not in self.members:
+                if msg.type is MessageType.SNAP:
+                    m.report_snapshot(msg.to, failed=True)
+                continue
+            if msg.type is MessageType.SNAP:
+                assert msg.snapshot is not None
+                msg = replace(msg, snapshot=replace(msg.snapshot, data=backend.image()))
+                self.snapshots_sent += 1
+                m.report_snapshot(msg.to, failed=False)
+            self.members[msg.to].step(msg)
+        return True
 
     def tick(self, n: int, cut: frozenset[int] = frozenset(), only: tuple[int, ...] = ()) -> None:
         """n heartbeat intervals of 0.1 s pass on every member (or only on `only`)."""
@@ -231,6 +242,21 @@ def test_reads_asked_on_several_followers_at_once_are_all_answered() -> None:
         peers.members[i].read(20 + i)
     peers.run()
     assert [r for r, _ in peers.reads[2]] == [12, 22] and [r for r, _ in peers.reads[3]] == [13, 23]
+
+
+def test_planted_per_member_read_contexts_lose_a_followers_read_until_it_times_out() -> None:
+    # The planted bug brings back the old per-member context: both followers' first
+    # ReadIndex carries context 1, the leader keeps only the first, the other waits for
+    # etcd's request timeout (what the simulator's client_liveness check must notice).
+    peers = elected(bugs=frozenset({"read_context_per_member"}))
+    for i in (2, 3):
+        peers.members[i].read(10 + i)
+    peers.run()
+    (served,) = [i for i in (2, 3) if peers.reads[i]]
+    (lost,) = [i for i in (2, 3) if not peers.reads[i]]
+    assert [r for r, _ in peers.reads[served]] == [10 + served]
+    peers.tick(peers.members[lost].config.request_timeout_ticks)
+    assert (10 + lost, EtcdError(errors.REQUEST_TIMEOUT)) in peers.answers[lost]
 
 
 def test_a_leader_cut_off_from_the_quorum_never_serves_a_linearizable_read() -> None:
@@ -378,3 +404,47 @@ def test_the_member_list_travels_with_a_snapshot() -> None:
     peers.run()
     assert peers.snapshots_sent >= 1
     assert peers.members[3].members() == peers.members[1].members()
+
+
+def test_a_new_leader_renews_leases_only_after_applying_the_revokes_of_earlier_terms() -> None:
+    # Found by the members simulator's lease_expiry check (seed 385, 4,000 steps, once
+    # keepalives reached the leader through followers): a leader cut off proposed a revoke of
+    # an expired lease that reached nobody, lost and won back leadership, renewed the lease
+    # for a client as soon as it was elected, and then committed its old revoke: the client
+    # was told TTL 2 and the lease was gone 40 ms later. As etcd, a new leader promotes its
+    # lessor, and answers lease requests, only once it applies the first entry of its term.
+    peers = elected()
+    m1 = peers.members[1]
+    m1.submit(1, LeaseGrantRequest(ttl=2, id=7), 0)
+    peers.run()
+    assert all(m.lessor.exists(7) for m in peers.members.values())
+    peers.now += 3  # member 1's clock passes the TTL while it is cut off
+    m1.tick(peers.now, store.current_revision(peers.backends[1]))
+    peers.run(cut=frozenset({1}))
+    assert m1.last_index > peers.members[2].last_index  # the revoke, in member 1's log only
+    peers.tick(20, cut=frozenset({1}), only=(1,))  # CheckQuorum: it steps down
+    peers.tick(10, cut=frozenset({1}), only=(2, 3))  # the others stop honouring its lease
+    assert not any(m.is_leader for m in peers.members.values())
+    m1.raw.campaign()
+    for i in (1, 2, 3):  # votes out and back: member 1 leads again, its old revoke uncommitted
+        peers.turn(i)
+    assert m1.is_leader
+    m1.local(9, LeaseKeepAliveRequest(7), peers.now)  # held until the lessor is promoted
+    peers.run()
+    assert not any(m.lessor.exists(7) for m in peers.members.values())
+    assert [a for r, a in peers.answers[1] if r == 9] == [LeaseKeepAliveResponse(7, 0)]  # not renewed: gone
+
+
+def test_a_leader_deposed_before_promotion_answers_its_held_lease_requests_no_leader() -> None:
+    peers = Peers(3)
+    m1 = peers.members[1]
+    m1.raw.campaign()
+    for i in (1, 2, 3):
+        peers.turn(i)
+    assert m1.is_leader and not m1.lessor.primary
+    m1.local(9, LeaseKeepAliveRequest(7), peers.now)
+    peers.members[2].raw.campaign()  # a higher term deposes member 1 before its entry commits
+    peers.turn(2)
+    peers.run()
+    assert not m1.is_leader
+    assert (9, EtcdError(errors.NO_LEADER)) in peers.answers[1]  # the client retries elsewhere
