@@ -29,6 +29,10 @@ def hash_kv(view: KVReader, revision: int) -> tuple[int, int, int]:
     for sub, kv in view.changes(0):
         if kv.mod_revision > rev:
             break
+        if kv.is_tombstone and kv.mod_revision == compacted:
+            # The tombstone compaction keeps at its own revision is not hashed (as etcd's
+            # keep()), so hashes match those of stores compacted before it was kept.
+            continue
         head = _HEAD.pack(kv.mod_revision, sub, kv.create_revision, kv.version, kv.lease, len(kv.key))
         crc = zlib.crc32(kv.value, zlib.crc32(kv.key, zlib.crc32(head, crc)))
     return crc, compacted, rev

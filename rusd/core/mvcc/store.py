@@ -436,7 +436,9 @@ def check_compact(view: KVReader, rev: int) -> None:
 
 def compact(backend: KVBackend, rev: int) -> None:
     """Forget history below `rev`: per key keep the newest revision <= rev, unless
-    that revision is a tombstone (then the key is gone entirely)."""
+    that revision is a tombstone older than `rev` (then the key is gone entirely). A
+    tombstone at `rev` itself stays until a later compaction, so a watch from `rev`
+    still sees the delete (etcd's fix of issue 18089, in 3.4.34 and 3.5.15)."""
     check_compact(backend, rev)
     put_int(backend, META_COMPACT_REVISION, rev)
     doomed: list[tuple[bytes, int, int]] = []
@@ -457,6 +459,7 @@ def _compacted_in(group: list[tuple[int, KeyValue]], rev: int) -> Iterable[tuple
     old = [(sub, kv) for sub, kv in group if kv.mod_revision <= rev]
     if not old:
         return []
-    keep_last = not old[-1][1].is_tombstone
+    last = old[-1][1]
+    keep_last = not last.is_tombstone or last.mod_revision == rev
     victims = old[:-1] if keep_last else old
     return [(kv.key, kv.mod_revision, sub) for sub, kv in victims]
