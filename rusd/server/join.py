@@ -71,7 +71,7 @@ async def _ask(
     except grpc.aio.AioRpcError as e:
         log.warning("could not get the cluster's members from %s: %s", url, e.details())
     except OSError as e:  # a self-signed member's certificate could not be fetched
-        log.warning("could not get the cluster's members from %s: %s", url, e or type(e).__name__)
+        log.warning("could not get the cluster's members from %s: %s", url, str(e) or type(e).__name__)
     return None
 
 

@@ -168,8 +168,8 @@ class _Link:
     def __init__(self, transport: PeerTransport, url: str) -> None:
         self.t = transport
         self.url = url
-        self.pinned = transport.pinner is not None and urlsplit(url).scheme == "https"
-        self.channel: grpc.aio.Channel | None = None if self.pinned else transport.open_channel(url)
+        self.pinning = transport.pinner is not None and urlsplit(url).scheme == "https"
+        self.channel: grpc.aio.Channel | None = None if self.pinning else transport.open_channel(url)
         self.certificate: bytes | None = None  # the pinned one
         self._lock = asyncio.Lock()
         self._closed = False
@@ -187,8 +187,10 @@ class _Link:
             host, port = peer_address(self.url)
             try:
                 pinned = await self.t.pinner.pin(host, port, self.t.connect_timeout)
+            except TimeoutError:  # e.g. a stopped process: the kernel accepts, nobody answers
+                raise PeerUnreachable(f"{self.url}: no TLS handshake in {self.t.connect_timeout}s") from None
             except OSError as exc:
-                raise PeerUnreachable(f"{self.url}: {exc or type(exc).__name__}") from None
+                raise PeerUnreachable(f"{self.url}: {str(exc) or type(exc).__name__}") from None
             if self._closed:
                 raise PeerUnreachable(f"{self.url}: the peer transport is closed")
             if self.channel is None or pinned.certificate != self.certificate:
@@ -204,7 +206,7 @@ class _Link:
         (connecting, it may be trying a certificate the peer no longer has)."""
         if self.channel is None:
             return False
-        return not self.pinned or self.channel.get_state() is grpc.ChannelConnectivity.READY
+        return not self.pinning or self.channel.get_state() is grpc.ChannelConnectivity.READY
 
     async def close(self) -> None:
         self._closed = True
@@ -394,12 +396,13 @@ class PeerTransport:
         the peer credentials), plaintext for http (the scheme decides, as in etcd)."""
         target = peer_target(url, self.secure)
         options = _channel_options(self.backoff_initial, self.backoff_max)
-        if urlsplit(url).scheme == "https":
-            if pinned is not None:
-                return grpc.aio.secure_channel(target, pinned.credentials, options=[*options, *pinned.options])
-            if self.credentials is not None:
-                return grpc.aio.secure_channel(target, self.credentials, options=options)
-        return grpc.aio.insecure_channel(target, options=options)
+        if urlsplit(url).scheme != "https":
+            return grpc.aio.insecure_channel(target, options=options)
+        if pinned is not None:
+            return grpc.aio.secure_channel(target, pinned.credentials, options=[*options, *pinned.options])
+        if self.credentials is None:
+            raise ValueError(f"peer URL {url!r}: with self-signed peer TLS, dial it with the certificate it presents")
+        return grpc.aio.secure_channel(target, self.credentials, options=options)
 
     def update_peers(self, peers: dict[int, str]) -> None:
         """Make the set of peers exactly `peers` (this member's own id is ignored)."""

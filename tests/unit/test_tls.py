@@ -430,6 +430,18 @@ def test_prepare_with_auto_tls_on_both_sides(tmp_path: Path) -> None:
     assert tls.prepare(config) == prepared  # the same files are reused
 
 
+def test_peer_auto_tls_drops_peer_client_cert_auth_as_etcd_does(tmp_path: Path) -> None:
+    """etcd 3.4 logs "client-cert-auth = false" for --peer-auto-tls --peer-client-cert-auth:
+    the generated TLS info replaces the flags' one, so peers are not asked for client
+    certificates (every one would be self-signed, and refused), and the CA is not read."""
+    config = _config(tmp_path, "--peer-auto-tls", "--peer-client-cert-auth", "--peer-trusted-ca-file", "/nonexistent")
+    prepared = tls.prepare(config)
+    assert prepared.peer is not None
+    peer = tmp_path / "data" / "fixtures" / "peer"
+    assert prepared.peer.info == TLSInfo(str(peer / "cert.pem"), str(peer / "key.pem"), self_signed=True)
+    assert not prepared.peer.info.requires_client_cert and prepared.peer.trusted_ca is None
+
+
 def test_prepare_prefers_given_certificates_over_auto_tls(pki: PKI, tmp_path: Path) -> None:
     config = _config(
         tmp_path, *HTTPS, "--auto-tls", "--cert-file", str(pki.server.cert), "--key-file", str(pki.server.key),
