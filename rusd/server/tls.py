@@ -4,6 +4,9 @@
   --auto-tls certificates (generated once into <data-dir>/fixtures/{peer,client} and
   reused), then loading and checking every file, with etcd's error messages.
 - `TLSMaterial` turns the checked PEM bytes into grpc server or channel credentials.
+- `CertificatePinner`: with self-signed peer TLS etcd does not verify its peers; grpcio
+  cannot skip verification, so the certificate a peer presents is fetched unverified
+  and pinned as the only root of the channel to it.
 - `RevocationCheck` enforces --client-crl-file: grpcio has no CRL option, so the
   verified peer certificate (from the call's auth context) is looked up in the CRL
   before any handler runs; etcd refuses at the handshake, rusd on the first RPC.
