@@ -171,35 +171,38 @@ class _Link:
         self.pinning = transport.pinner is not None and urlsplit(url).scheme == "https"
         self.channel: grpc.aio.Channel | None = None if self.pinning else transport.open_channel(url)
         self.certificate: bytes | None = None  # the pinned one
-        self._lock = asyncio.Lock()
+        self._pinning: asyncio.Task[grpc.aio.Channel] | None = None  # the fetch under way
         self._closed = False
 
     async def get(self) -> grpc.aio.Channel:
-        """The channel, (re)pinned first if needed; raises PeerUnreachable."""
+        """The channel, (re)pinned first if needed; raises PeerUnreachable. Callers that
+        need it at the same time (the stream, a unary call) share one fetch."""
         if self._usable():
             assert self.channel is not None
             return self.channel
-        async with self._lock:
-            if self._usable():  # re-pinned while this call waited for the lock
-                assert self.channel is not None
-                return self.channel
-            assert self.t.pinner is not None
-            host, port = peer_address(self.url)
-            try:
-                pinned = await self.t.pinner.pin(host, port, self.t.connect_timeout)
-            except TimeoutError:  # e.g. a stopped process: the kernel accepts, nobody answers
-                raise PeerUnreachable(f"{self.url}: no TLS handshake in {self.t.connect_timeout}s") from None
-            except OSError as exc:
-                raise PeerUnreachable(f"{self.url}: {str(exc) or type(exc).__name__}") from None
-            if self._closed:
-                raise PeerUnreachable(f"{self.url}: the peer transport is closed")
-            if self.channel is None or pinned.certificate != self.certificate:
-                old, self.channel = self.channel, self.t.open_channel(self.url, pinned)
-                if old is not None:
-                    log.info("peer URL %s presents a new certificate", self.url)
-                    self.t._close_later(old.close(self.t.connect_timeout))  # calls on it may finish
-                self.certificate = pinned.certificate
-            return self.channel
+        if self._pinning is None or self._pinning.done():
+            self._pinning = asyncio.get_running_loop().create_task(self._repin())
+            self._pinning.add_done_callback(_retrieve)
+        return await asyncio.shield(self._pinning)
+
+    async def _repin(self) -> grpc.aio.Channel:
+        assert self.t.pinner is not None
+        host, port = peer_address(self.url)
+        try:
+            pinned = await self.t.pinner.pin(host, port, self.t.connect_timeout)
+        except TimeoutError:  # e.g. a stopped process: the kernel accepts, nobody answers
+            raise PeerUnreachable(f"{self.url}: no TLS handshake in {self.t.connect_timeout}s") from None
+        except OSError as exc:
+            raise PeerUnreachable(f"{self.url}: {str(exc) or type(exc).__name__}") from None
+        if self._closed:
+            raise PeerUnreachable(f"{self.url}: the peer transport is closed")
+        if self.channel is None or pinned.certificate != self.certificate:
+            old, self.channel = self.channel, self.t.open_channel(self.url, pinned)
+            if old is not None:
+                log.info("peer URL %s presents a new certificate", self.url)
+                self.t._close_later(old.close(self.t.connect_timeout))  # calls on it may finish
+            self.certificate = pinned.certificate
+        return self.channel
 
     def _usable(self) -> bool:
         """Whether the channel may be used as it is: a pinned one only while connected
@@ -210,8 +213,16 @@ class _Link:
 
     async def close(self) -> None:
         self._closed = True
+        if self._pinning is not None:
+            self._pinning.cancel()
         if self.channel is not None:
             await self.channel.close(None)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a shared fetch's failure as seen: its callers may all have gone."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Peer:

@@ -192,3 +192,34 @@ def test_a_self_signed_member_and_one_with_ca_issued_certificates(
             await b.stop()
 
     run(body)
+
+
+def test_a_peer_that_accepts_but_never_answers_is_unreachable(tmp_path: Path) -> None:
+    """A stopped process: the kernel accepts the connection, no TLS handshake follows.
+    The fetch gives up after connect_timeout, as a connection attempt would."""
+
+    async def body() -> None:
+        held: list[asyncio.StreamWriter] = []
+
+        async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            held.append(writer)  # say nothing, keep it open
+
+        stalled = await asyncio.start_server(hold, "127.0.0.1", 0)
+        port = stalled.sockets[0].getsockname()[1]
+        pa = free_port()
+        a = await serve(auto_node(1, pa, {1: https(pa), 2: https(port)}, tmp_path, connect_timeout=0.3))
+        try:
+            await wait_for(lambda: a.unreachable.count(2) >= 2, "the stalled peer is reported, again")
+            assert 2 not in a.t.active()
+            with pytest.raises(PeerCallError) as err:
+                await a.t.call(2, [https(port)], who)
+            assert err.value.code is grpc.StatusCode.UNAVAILABLE
+            assert err.value.details == f"{https(port)}: no TLS handshake in 0.3s"
+        finally:
+            await a.stop()
+            for w in held:
+                w.close()
+            stalled.close()
+            await stalled.wait_closed()
+
+    run(body)
