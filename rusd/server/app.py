@@ -73,6 +73,19 @@ def open_store(config: ServerConfig) -> LmdbStore:
     return LmdbStore(path, map_size=max(2 * quota, 8 * _GIB))
 
 
+def peer_dialing(
+    peer_tls: tls.TLSMaterial | None,
+) -> tuple[grpc.ChannelCredentials | None, tls.CertificatePinner | None]:
+    """How this member dials other members' https peer URLs: verifying them with its peer
+    credentials, or, when its peer certificate is self-signed (--peer-auto-tls), trusting
+    whatever certificate each presents, as etcd's peer client skips verification then."""
+    if peer_tls is None:
+        return None, None
+    if peer_tls.info.self_signed:
+        return None, tls.CertificatePinner(peer_tls)
+    return peer_tls.channel_credentials(), None
+
+
 async def load_identity(
     store: LmdbStore, config: ServerConfig, peer_tls: tls.TLSMaterial | None = None
 ) -> tuple[Identity, tuple[MemberInfo, ...]]:
@@ -98,8 +111,8 @@ async def load_identity(
     else:
         verify_join_existing(config)
         members = {n: tuple(str(u) for u in us) for n, us in config.initial_cluster_members.items()}
-        credentials = peer_tls.channel_credentials() if peer_tls is not None else None
-        cid, mid, joined = await fetch_cluster(config.name, members, own_urls, credentials=credentials)
+        credentials, pinner = peer_dialing(peer_tls)
+        cid, mid, joined = await fetch_cluster(config.name, members, own_urls, credentials=credentials, pinner=pinner)
         identity = Identity(mid, cid, config.name, own_urls)
     batch = store.begin()
     batch.put_meta(META_IDENTITY, codec.encode(identity))
@@ -255,10 +268,12 @@ def _peer_listener(
     me = runtime.config.member.id
     known = runtime.status.members or joined
     peers = {m.id: m.peer_urls[0] for m in known if m.id != me and m.peer_urls}
+    credentials, pinner = peer_dialing(peer_tls)
     transport = PeerTransport(
         me, runtime.config.cluster_id, peers, runtime.step, runtime.receive_snapshot, runtime.unreachable,
         snapshot_dir=os.path.join(os.path.dirname(runtime.store.path), "snap-in"),
-        credentials=peer_tls.channel_credentials() if peer_tls is not None else None,
+        credentials=credentials,
+        pinner=pinner,
     )
     runtime.transport = transport
     transport.is_removed = lambda member_id: member_id in runtime.status.removed

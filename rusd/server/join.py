@@ -17,7 +17,8 @@ from rusd.api.rusdraftpb import raft_pb2 as pb
 from rusd.api.rusdraftpb import raft_pb2_grpc as pb_grpc
 from rusd.core.cluster import MemberInfo
 from rusd.server.config import ConfigError
-from rusd.server.peer import peer_target
+from rusd.server.peer import peer_address, peer_target
+from rusd.server.tls import CertificatePinner
 
 log = logging.getLogger("rusd.join")
 
@@ -40,17 +41,27 @@ class MembershipServicer(pb_grpc.MembershipServicer):
         )
 
 
-def _channel(url: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
-    """As the peer transport dials: TLS with the peer credentials for https URLs."""
-    target = peer_target(url, credentials is not None)
-    if credentials is not None and urlsplit(url).scheme == "https":
-        return grpc.aio.secure_channel(target, credentials)
+async def _channel(
+    url: str, timeout: float, credentials: grpc.ChannelCredentials | None, pinner: CertificatePinner | None
+) -> grpc.aio.Channel:
+    """As the peer transport dials: TLS for https URLs, with the peer credentials, or,
+    when this member's peer TLS is self-signed, trusting the certificate the member
+    presents (etcd does not verify it); raises OSError if that cannot be fetched."""
+    target = peer_target(url, credentials is not None or pinner is not None)
+    if urlsplit(url).scheme == "https":
+        if pinner is not None:
+            pinned = await pinner.pin(*peer_address(url), timeout)
+            return grpc.aio.secure_channel(target, pinned.credentials, options=list(pinned.options))
+        if credentials is not None:
+            return grpc.aio.secure_channel(target, credentials)
     return grpc.aio.insecure_channel(target)
 
 
-async def _ask(url: str, timeout: float, credentials: grpc.ChannelCredentials | None) -> pb.MembersResponse | None:
+async def _ask(
+    url: str, timeout: float, credentials: grpc.ChannelCredentials | None, pinner: CertificatePinner | None
+) -> pb.MembersResponse | None:
     try:
-        async with _channel(url, credentials) as channel:
+        async with await _channel(url, timeout, credentials, pinner) as channel:
             got: pb.MembersResponse = await pb_grpc.MembershipStub(channel).Members(
                 pb.MembersRequest(), timeout=timeout
             )
@@ -59,6 +70,8 @@ async def _ask(url: str, timeout: float, credentials: grpc.ChannelCredentials | 
         log.warning("could not get the cluster's members from %s: %s", url, e)
     except grpc.aio.AioRpcError as e:
         log.warning("could not get the cluster's members from %s: %s", url, e.details())
+    except OSError as e:  # a self-signed member's certificate could not be fetched
+        log.warning("could not get the cluster's members from %s: %s", url, str(e) or type(e).__name__)
     return None
 
 
@@ -68,16 +81,18 @@ async def fetch_cluster(
     own_peer_urls: tuple[str, ...],
     timeout: float = 5.0,
     credentials: grpc.ChannelCredentials | None = None,
+    pinner: CertificatePinner | None = None,
 ) -> tuple[int, int, tuple[MemberInfo, ...]]:
     """(cluster id, this member's id, the members), from the first other member that answers
-    (over https with the peer `credentials`, as the peer transport).
+    (over https with the peer `credentials`, or the `pinner` with self-signed peer TLS, as
+    the peer transport).
 
     Refused like etcd: no member answered ("could not retrieve cluster information from
     the given URLs"), or the answer does not list this member's peer URLs (it was not
     added with MemberAdd), or the member counts differ."""
     urls = [u for n, us in sorted(initial_cluster.items()) if n != name for u in us]
     for url in urls:
-        got = await _ask(url, timeout, credentials)
+        got = await _ask(url, timeout, credentials, pinner)
         if got is None:
             continue
         if len(got.members) != len(initial_cluster):

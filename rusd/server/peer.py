@@ -17,7 +17,11 @@ Shaped after etcd's rafthttp, on one gRPC service instead of HTTP streams and pi
   or meant for another member (`check_call`, shared with the unary peer services);
 - unary calls to a member (`call`: lease forwarding, the corruption checks' HashKV)
   try each of its peer URLs in order until one answers, as etcd's peer round trips
-  do, over the stream's own channel for the URL it uses (one kept per other URL).
+  do, over the stream's own channel for the URL it uses (one kept per other URL);
+- https URLs use the peer credentials; when this member's peer TLS is self-signed
+  (--peer-auto-tls), etcd does not verify the remote at all, so each channel instead
+  trusts exactly the certificate the remote presents (`tls.CertificatePinner`, fetched
+  again whenever the channel must connect anew; a failed fetch is a failed connection).
 
 All methods must be called on the event loop's thread; the callbacks run on it too.
 Serve the servicer on its own server (etcd's --listen-peer-urls) created with
@@ -46,6 +50,7 @@ from rusd.api.rusdraftpb import raft_pb2 as pb
 from rusd.api.rusdraftpb import raft_pb2_grpc as pb_grpc
 from rusd.core.raft.types import LOCAL_MESSAGES, Message, MessageType
 from rusd.server.peer_convert import PeerDecodeError, message_from_pb, message_to_pb
+from rusd.server.tls import CertificatePinner, PinnedCredentials
 
 log = logging.getLogger("rusd.peer")
 
@@ -106,6 +111,14 @@ def peer_target(url: str, secure: bool) -> str:
     return f"{host}:{parts.port}"
 
 
+def peer_address(url: str) -> tuple[str, int]:
+    """'https://127.0.0.1:2380' -> ('127.0.0.1', 2380): where to fetch a certificate from."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.port is None:
+        raise ValueError(f"peer URL {url!r}: want http(s)://host:port")
+    return parts.hostname, parts.port
+
+
 class PeerCallError(Exception):
     """A unary call to a member failed: refused by it (`code` is its status), or none of
     its peer URLs could be reached (`code` of the last attempt; None if none was tried)."""
@@ -138,6 +151,80 @@ class _State(enum.Enum):
     DOWN = "down"  # waiting to retry: drop and report unreachable
 
 
+class PeerUnreachable(Exception):
+    """A self-signed peer's certificate could not be fetched: the peer is down or speaks
+    no TLS there. Handled as any connection failure (backoff, unreachable)."""
+
+
+class _Link:
+    """The channel to one peer URL.
+
+    Plaintext, or TLS with the peer credentials: opened once (gRPC reconnects it). With a
+    pinner (this member's peer TLS is self-signed): opened for the certificate the remote
+    presents, fetched again whenever the channel is not connected, and opened anew when
+    that certificate changed, since a peer restarted with a new data dir has a new one.
+    """
+
+    def __init__(self, transport: PeerTransport, url: str) -> None:
+        self.t = transport
+        self.url = url
+        self.pinning = transport.pinner is not None and urlsplit(url).scheme == "https"
+        self.channel: grpc.aio.Channel | None = None if self.pinning else transport.open_channel(url)
+        self.certificate: bytes | None = None  # the pinned one
+        self._pinning: asyncio.Task[grpc.aio.Channel] | None = None  # the fetch under way
+        self._closed = False
+
+    async def get(self) -> grpc.aio.Channel:
+        """The channel, (re)pinned first if needed; raises PeerUnreachable. Callers that
+        need it at the same time (the stream, a unary call) share one fetch."""
+        if self._usable():
+            assert self.channel is not None
+            return self.channel
+        if self._pinning is None or self._pinning.done():
+            self._pinning = asyncio.get_running_loop().create_task(self._repin())
+            self._pinning.add_done_callback(_retrieve)
+        return await asyncio.shield(self._pinning)
+
+    async def _repin(self) -> grpc.aio.Channel:
+        assert self.t.pinner is not None
+        host, port = peer_address(self.url)
+        try:
+            pinned = await self.t.pinner.pin(host, port, self.t.connect_timeout)
+        except TimeoutError:  # e.g. a stopped process: the kernel accepts, nobody answers
+            raise PeerUnreachable(f"{self.url}: no TLS handshake in {self.t.connect_timeout}s") from None
+        except OSError as exc:
+            raise PeerUnreachable(f"{self.url}: {str(exc) or type(exc).__name__}") from None
+        if self._closed:
+            raise PeerUnreachable(f"{self.url}: the peer transport is closed")
+        if self.channel is None or pinned.certificate != self.certificate:
+            old, self.channel = self.channel, self.t.open_channel(self.url, pinned)
+            if old is not None:
+                log.info("peer URL %s presents a new certificate", self.url)
+                self.t._close_later(old.close(self.t.connect_timeout))  # calls on it may finish
+            self.certificate = pinned.certificate
+        return self.channel
+
+    def _usable(self) -> bool:
+        """Whether the channel may be used as it is: a pinned one only while connected
+        (connecting, it may be trying a certificate the peer no longer has)."""
+        if self.channel is None:
+            return False
+        return not self.pinning or self.channel.get_state() is grpc.ChannelConnectivity.READY
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._pinning is not None:
+            self._pinning.cancel()
+        if self.channel is not None:
+            await self.channel.close(None)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a shared fetch's failure as seen: its callers may all have gone."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Peer:
     """The stream to one peer: its queue, its writer task, its channel."""
 
@@ -145,8 +232,7 @@ class _Peer:
         self.t = transport
         self.id = peer_id
         self.url = url
-        self.channel = transport.open_channel(url)
-        self.stub = pb_grpc.RaftStub(self.channel)
+        self.link = _Link(transport, url)
         self.queue: collections.deque[Message] = collections.deque()
         self.wake = asyncio.Event()
         self.state = _State.CONNECTING
@@ -170,8 +256,10 @@ class _Peer:
         was_active = True  # log the first failure
         while True:
             self.state = _State.CONNECTING
-            call = self.stub.Send(metadata=self.metadata())
+            call: Any = None
             try:
+                channel = await self.link.get()
+                call = pb_grpc.RaftStub(channel).Send(metadata=self.metadata())
                 await self._handshake(call)
                 if not was_active:
                     log.info("peer %x: stream to %s is up", self.id, self.url)
@@ -186,13 +274,17 @@ class _Peer:
                     log.warning("peer %x: stream to %s failed: %s: %s", self.id, self.url, code, details)
                 if exc.code() is grpc.StatusCode.FAILED_PRECONDITION and exc.details() == MEMBER_REMOVED:
                     self.t.on_removed()
+            except PeerUnreachable as exc:
+                if was_active:
+                    log.warning("peer %x: stream to %s failed: %s", self.id, self.url, exc)
             except asyncio.InvalidStateError:  # written after the call ended
                 if was_active:
                     log.warning("peer %x: stream to %s ended", self.id, self.url)
             except Exception:
                 log.exception("peer %x: stream to %s failed", self.id, self.url)
             finally:
-                call.cancel()
+                if call is not None:
+                    call.cancel()
             was_active = False
             self.state = _State.DOWN
             self.queue.clear()
@@ -231,7 +323,7 @@ class _Peer:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
-        await self.channel.close(None)
+        await self.link.close()
 
 
 class PeerTransport:
@@ -259,6 +351,7 @@ class PeerTransport:
         *,
         snapshot_dir: str | os.PathLike[str],
         credentials: grpc.ChannelCredentials | None = None,
+        pinner: CertificatePinner | None = None,
         queue_size: int = 4096,
         batch_bytes: int = 4 << 20,
         chunk_size: int = 1 << 20,
@@ -281,6 +374,9 @@ class PeerTransport:
         self.on_removed: Callable[[], None] = lambda: None
         self.snapshot_dir = Path(snapshot_dir)
         self.credentials = credentials
+        # Set when this member's peer TLS is self-signed: https peers are dialled with the
+        # certificate they present pinned (etcd skips verifying them), not `credentials`.
+        self.pinner = pinner
         self.queue_size = queue_size
         self.batch_bytes = batch_bytes
         self.chunk_size = chunk_size
@@ -291,7 +387,7 @@ class PeerTransport:
         self.connect_timeout = connect_timeout
         self._peers: dict[int, _Peer] = {}
         # Channels for unary calls to a member's peer URLs other than its stream's.
-        self._channels: dict[tuple[int, str], grpc.aio.Channel] = {}
+        self._channels: dict[tuple[int, str], _Link] = {}
         self._closed = False
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.snapshot_dir.glob(f"*{_PART}"):  # a receive cut short by a crash
@@ -301,21 +397,30 @@ class PeerTransport:
 
     # -- sending ------------------------------------------------------------------------
 
-    def open_channel(self, url: str) -> grpc.aio.Channel:
-        """A channel to a peer URL: TLS with the peer credentials for https, plaintext for
-        http (the scheme decides, as in etcd's peer transport)."""
-        target = peer_target(url, self.credentials is not None)
+    @property
+    def secure(self) -> bool:
+        """Whether https peer URLs can be dialled (this member has peer TLS)."""
+        return self.credentials is not None or self.pinner is not None
+
+    def open_channel(self, url: str, pinned: PinnedCredentials | None = None) -> grpc.aio.Channel:
+        """A channel to a peer URL: TLS for https (with `pinned` credentials if given, else
+        the peer credentials), plaintext for http (the scheme decides, as in etcd)."""
+        target = peer_target(url, self.secure)
         options = _channel_options(self.backoff_initial, self.backoff_max)
-        if self.credentials is not None and urlsplit(url).scheme == "https":
-            return grpc.aio.secure_channel(target, self.credentials, options=options)
-        return grpc.aio.insecure_channel(target, options=options)
+        if urlsplit(url).scheme != "https":
+            return grpc.aio.insecure_channel(target, options=options)
+        if pinned is not None:
+            return grpc.aio.secure_channel(target, pinned.credentials, options=[*options, *pinned.options])
+        if self.credentials is None:
+            raise ValueError(f"peer URL {url!r}: with self-signed peer TLS, dial it with the certificate it presents")
+        return grpc.aio.secure_channel(target, self.credentials, options=options)
 
     def update_peers(self, peers: dict[int, str]) -> None:
         """Make the set of peers exactly `peers` (this member's own id is ignored)."""
         self._check_open()
         wanted = {pid: url for pid, url in peers.items() if pid != self.member_id}
         for url in wanted.values():
-            peer_target(url, self.credentials is not None)
+            peer_target(url, self.secure)
         for pid in sorted(self._peers):
             peer = self._peers[pid]
             if wanted.get(pid) != peer.url:
@@ -323,7 +428,7 @@ class PeerTransport:
                 self._close_later(peer.close())
         for key in sorted(self._channels):
             if key[0] not in self._peers:  # the member left, or its peer URLs changed
-                self._close_later(self._channels.pop(key).close(None))
+                self._close_later(self._channels.pop(key).close())
         for pid in sorted(wanted):
             if pid not in self._peers:
                 self._peers[pid] = _Peer(self, pid, wanted[pid])
@@ -377,12 +482,18 @@ class PeerTransport:
             log.warning("snapshot to unknown peer %x not sent", message.to)
             return False
         try:
+            channel = await peer.link.get()
+        except PeerUnreachable as exc:
+            log.warning("snapshot to peer %x not sent: %s", message.to, exc)
+            self.on_unreachable(message.to)
+            return False
+        try:
             f = await asyncio.to_thread(open, image, "rb")
         except OSError as exc:
             log.warning("snapshot to peer %x not sent: %s", message.to, exc)
             return False
         try:
-            await peer.stub.SendSnapshot(self._snapshot_chunks(message, f), metadata=peer.metadata())
+            await pb_grpc.RaftStub(channel).SendSnapshot(self._snapshot_chunks(message, f), metadata=peer.metadata())
         except grpc.aio.AioRpcError as exc:
             log.warning("snapshot to peer %x failed: %s: %s", message.to, exc.code().name, exc.details())
         else:
@@ -408,18 +519,19 @@ class PeerTransport:
     def call_metadata(self, to: int) -> Metadata:
         return ((MD_CLUSTER, f"{self.cluster_id:x}"), (MD_FROM, f"{self.member_id:x}"), (MD_TO, f"{to:x}"))
 
-    def channel(self, peer_id: int, url: str) -> grpc.aio.Channel:
+    async def channel(self, peer_id: int, url: str) -> grpc.aio.Channel:
         """The channel for unary calls to one of a member's peer URLs: its Raft stream's
         when the stream uses that URL (one connection per peer), else one opened on first
-        use and kept until the member leaves or changes its URLs."""
+        use and kept until the member leaves or changes its URLs. Raises PeerUnreachable
+        when a self-signed peer's certificate cannot be fetched."""
         self._check_open()
         peer = self._peers.get(peer_id)
         if peer is not None and peer.url == url:
-            return peer.channel
-        channel = self._channels.get((peer_id, url))
-        if channel is None:
-            channel = self._channels[(peer_id, url)] = self.open_channel(url)
-        return channel
+            return await peer.link.get()
+        link = self._channels.get((peer_id, url))
+        if link is None:
+            link = self._channels[(peer_id, url)] = _Link(self, url)
+        return await link.get()
 
     async def call(
         self, peer_id: int, urls: Sequence[str], invoke: Callable[[grpc.aio.Channel, Metadata], Awaitable[T]]
@@ -434,9 +546,12 @@ class PeerTransport:
         error = PeerCallError(None, f"member {peer_id:x} has no usable peer URL")
         for url in urls:
             try:
-                channel = self.channel(peer_id, url)
+                channel = await self.channel(peer_id, url)
             except ValueError as exc:  # e.g. an https URL while this member has no peer TLS
                 error = PeerCallError(None, str(exc))
+                continue
+            except PeerUnreachable as exc:
+                error = PeerCallError(grpc.StatusCode.UNAVAILABLE, str(exc))
                 continue
             try:
                 await self._connected(channel)
@@ -473,10 +588,10 @@ class PeerTransport:
         self._peers.clear()
         for peer in peers:
             await peer.close()
-        channels = list(self._channels.values())
+        links = list(self._channels.values())
         self._channels.clear()
-        for channel in channels:
-            await channel.close(None)
+        for link in links:
+            await link.close()
         if self._closing:
             await asyncio.wait(self._closing)
 

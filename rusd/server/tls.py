@@ -4,6 +4,9 @@
   --auto-tls certificates (generated once into <data-dir>/fixtures/{peer,client} and
   reused), then loading and checking every file, with etcd's error messages.
 - `TLSMaterial` turns the checked PEM bytes into grpc server or channel credentials.
+- `CertificatePinner`: with self-signed peer TLS etcd does not verify its peers; grpcio
+  cannot skip verification, so the certificate a peer presents is fetched unverified
+  and pinned as the only root of the channel to it.
 - `RevocationCheck` enforces --client-crl-file: grpcio has no CRL option, so the
   verified peer certificate (from the call's auth context) is looked up in the CRL
   before any handler runs; etcd refuses at the handshake, rusd on the first RPC.
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import inspect
 import ipaddress
@@ -118,7 +122,7 @@ class TLSMaterial:
         """Client side of a peer connection: present our certificate, verify the server
         against the trusted CA (or the system roots). etcd skips verification for
         self-signed peers; grpcio cannot, so pass the remote's own certificate as
-        `server_certificate` (see fetch_server_certificate) to trust exactly it."""
+        `server_certificate` (see CertificatePinner) to trust exactly it."""
         roots = server_certificate if server_certificate is not None else self.trusted_ca
         return grpc.ssl_channel_credentials(
             root_certificates=roots,
@@ -144,10 +148,101 @@ def load(info: TLSInfo) -> TLSMaterial:
     return TLSMaterial(info, cert, key, trusted)
 
 
-def fetch_server_certificate(host: str, port: int, timeout: float = 5.0) -> bytes:
-    """The PEM certificate a TLS server presents, unverified (for self-signed peers)."""
-    pem = ssl.get_server_certificate((host, port), timeout=timeout)
-    return pem.encode()
+def _unverified_context() -> ssl.SSLContext:
+    """A client context that accepts any server certificate (Go's InsecureSkipVerify)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])  # as gRPC offers: a peer listener may insist on it
+    return context
+
+
+_UNVERIFIED = _unverified_context()
+
+
+async def fetch_server_certificate(host: str, port: int, timeout: float = 5.0) -> bytes:
+    """The PEM certificate a TLS server presents, unverified (a self-signed peer's).
+
+    Runs on the event loop without blocking it (asyncio's TLS), so a stopped peer holds
+    no thread and closing the transport cancels the fetch. Raises OSError (refused,
+    timed out, no TLS handshake) when the server cannot be reached: callers treat that
+    as an unreachable peer.
+    """
+    async with asyncio.timeout(timeout):
+        _, writer = await asyncio.open_connection(host, port, ssl=_UNVERIFIED, server_hostname=host)
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    finally:
+        writer.transport.abort()  # no close_notify round trip: nothing was sent
+    if not der:
+        raise ssl.SSLError(f"{host}:{port} presented no certificate")
+    return ssl.DER_cert_to_PEM_cert(der).encode()
+
+
+def name_override(host: str, certificate: bytes) -> str | None:
+    """The name gRPC must check a pinned certificate against, or None if `host` (the
+    peer URL's) already matches it. Auto-TLS certificates name the hosts their member
+    listens on (--listen-peer-urls), which need not be the host others dial (0.0.0.0,
+    another address of the machine); a pinned certificate is trusted whatever it names,
+    as etcd's InsecureSkipVerify trusts it, so check it against a name it carries."""
+    cert = x509.load_pem_x509_certificate(certificate)
+    try:
+        san: x509.SubjectAlternativeName | None = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+    except x509.ExtensionNotFound:
+        san = None
+    ips = san.get_values_for_type(x509.IPAddress) if san is not None else []
+    dns = san.get_values_for_type(x509.DNSName) if san is not None else []
+    try:
+        if ipaddress.ip_address(host) in ips:
+            return None
+    except ValueError:
+        if host.lower() in (d.lower() for d in dns):
+            return None
+    names = [str(ip) for ip in ips] + [d for d in dns if "*" not in d]
+    if names:
+        return names[0]
+    common = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return str(common[0]) if common else None
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedCredentials:
+    """Channel credentials that trust exactly one server certificate."""
+
+    certificate: bytes  # the pinned PEM, to tell when the peer presents another one
+    credentials: grpc.ChannelCredentials
+    options: tuple[tuple[str, str], ...]  # grpc.ssl_target_name_override, when needed
+
+
+class CertificatePinner:
+    """How a member with self-signed peer TLS (--peer-auto-tls) dials other members.
+
+    etcd's peer client skips verifying the remote's certificate when its own is
+    self-signed (TLSInfo.ClientConfig sets InsecureSkipVerify); grpcio cannot skip
+    verification, so the certificate the remote presents is fetched unverified and then
+    pinned as the only root of the channel to it. Fetch again whenever a channel has to
+    connect anew: a peer restarted with a new data dir presents a new certificate.
+    """
+
+    def __init__(self, material: TLSMaterial) -> None:
+        self.material = material
+
+    async def pin(self, host: str, port: int, timeout: float) -> PinnedCredentials:
+        """Credentials for the server at host:port; raises OSError if it cannot be reached."""
+        certificate = await fetch_server_certificate(host, port, timeout)
+        return self.pinned(host, certificate)
+
+    def pinned(self, host: str, certificate: bytes) -> PinnedCredentials:
+        """Credentials trusting exactly `certificate` (PEM) for a server dialled as `host`."""
+        override = name_override(host, certificate)
+        return PinnedCredentials(
+            certificate,
+            self.material.channel_credentials(server_certificate=certificate),
+            () if override is None else (("grpc.ssl_target_name_override", override),),
+        )
 
 
 # --------------------------------------------------------------------------- auto TLS

@@ -53,8 +53,9 @@ class Node:
     """One member's transport and peer server, recording every callback."""
 
     def __init__(self, member_id: int, port: int, peers: dict[int, str], tmp: Path, cluster_id: int = 0xC1,
-                 **kwargs: Any) -> None:
+                 server_credentials: grpc.ServerCredentials | None = None, **kwargs: Any) -> None:
         self.id = member_id
+        self.server_credentials = server_credentials  # serve https peer URLs with these
         self.port = port
         self.peers = peers
         self.cluster_id = cluster_id
@@ -93,7 +94,10 @@ class Node:
         assert self.transport is not None
         self.server = grpc.aio.server(options=PEER_SERVER_OPTIONS)
         self.transport.add_servicer(self.server)
-        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        if self.server_credentials is not None:
+            self.server.add_secure_port(f"127.0.0.1:{self.port}", self.server_credentials)
+        else:
+            self.server.add_insecure_port(f"127.0.0.1:{self.port}")
         await self.server.start()
 
     @property

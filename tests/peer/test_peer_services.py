@@ -161,14 +161,14 @@ def test_unary_calls_share_the_raft_streams_channel_and_keep_one_per_other_url(t
         t = follower.t
         stream_url = t.peers()[LEADER]
         other = url(free_port())
-        assert t.channel(LEADER, stream_url) is t.channel(LEADER, stream_url)
-        assert t.channel(LEADER, other) is t.channel(LEADER, other)
-        assert t.channel(LEADER, other) is not t.channel(LEADER, stream_url)
+        assert await t.channel(LEADER, stream_url) is await t.channel(LEADER, stream_url)
+        assert await t.channel(LEADER, other) is await t.channel(LEADER, other)
+        assert await t.channel(LEADER, other) is not await t.channel(LEADER, stream_url)
         t.update_peers({FOLLOWER: t.peers()[LEADER]})  # the leader left: its channels go
         await asyncio.sleep(0)
         assert t.peers() == {}
-        fresh = t.channel(LEADER, other)
-        assert fresh is t.channel(LEADER, other)
+        fresh = await t.channel(LEADER, other)
+        assert fresh is await t.channel(LEADER, other)
 
     run_pair(tmp_path, body)
 

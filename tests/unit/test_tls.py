@@ -21,6 +21,7 @@ from rusd.server import tls
 from rusd.server.config import ServerConfig, parse_config
 from rusd.server.tls_settings import GRPC_CIPHER_ENV, TLSInfo, export_cipher_suites, grpc_cipher_list
 from tests.certs import PKI, make_pki, write_crl
+from tests.servers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +336,7 @@ def test_peer_credentials_with_auto_tls(tmp_path: Path) -> None:
 
     async def scenario(endpoint: str) -> None:
         host, port = endpoint.rsplit(":", 1)
-        remote = await asyncio.to_thread(tls.fetch_server_certificate, host, int(port))
+        remote = await tls.fetch_server_certificate(host, int(port))
         assert remote == Path(server_side.info.cert_file).read_bytes()
         assert await _who(endpoint, client_side.channel_credentials(server_certificate=remote)) == b"hi"
         with pytest.raises(grpc.aio.AioRpcError):
@@ -343,6 +344,68 @@ def test_peer_credentials_with_auto_tls(tmp_path: Path) -> None:
 
     _serve(server_side, seen, scenario)
     assert seen.names == [None]
+
+
+def _self_signed(hosts: list[str]) -> bytes:
+    cert, _key = tls._generate_self_signed(hosts, True)
+    return cert
+
+
+@pytest.mark.parametrize(
+    ("hosts", "dialled", "override"),
+    [
+        (["127.0.0.1"], "127.0.0.1", None),
+        (["::1", "127.0.0.1"], "127.0.0.1", None),
+        (["LocalHost"], "localhost", None),
+        (["0.0.0.0"], "127.0.0.1", "0.0.0.0"),  # listening on every address, dialled at one
+        (["10.0.0.1", "node1.example"], "127.0.0.1", "10.0.0.1"),
+        (["node1.example"], "127.0.0.1", "node1.example"),
+    ],
+)
+def test_a_pinned_certificate_is_checked_against_a_name_it_carries(
+    hosts: list[str], dialled: str, override: str | None
+) -> None:
+    assert tls.name_override(dialled, _self_signed(hosts)) == override
+
+
+def test_pinning_trusts_exactly_the_certificate_presented(tmp_path: Path) -> None:
+    """The self-signed server listens on 0.0.0.0 (its certificate names that) and is
+    dialled at 127.0.0.1; pinned credentials for another certificate are refused."""
+    server_side = tls.load(tls.self_cert(str(tmp_path / "a"), ["0.0.0.0"], client_auth=True))
+    pinner = tls.CertificatePinner(tls.load(tls.self_cert(str(tmp_path / "b"), ["127.0.0.1"], client_auth=True)))
+    seen = _Seen()
+
+    async def scenario(endpoint: str) -> None:
+        host, port = endpoint.rsplit(":", 1)
+        pinned = await pinner.pin(host, int(port), 5.0)
+        assert pinned.certificate == Path(server_side.info.cert_file).read_bytes()
+        assert pinned.options == (("grpc.ssl_target_name_override", "0.0.0.0"),)
+        async with grpc.aio.secure_channel(endpoint, pinned.credentials, options=pinned.options) as ch:
+            assert await ch.unary_unary("/test.Echo/Who")(b"hi", timeout=5) == b"hi"
+        stale = pinner.pinned(host, _self_signed(["0.0.0.0"]))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async with grpc.aio.secure_channel(endpoint, stale.credentials, options=stale.options) as ch:
+                await ch.unary_unary("/test.Echo/Who")(b"hi", timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    _serve(server_side, seen, scenario)
+    assert seen.names == [None]
+
+
+def test_fetching_from_nothing_or_from_plaintext_fails_as_unreachable() -> None:
+    async def main() -> None:
+        server = grpc.aio.server()
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            with pytest.raises(OSError):  # no TLS handshake
+                await tls.fetch_server_certificate("127.0.0.1", port, 5.0)
+        finally:
+            await server.stop(None)
+        with pytest.raises(ConnectionRefusedError):  # nothing listens there
+            await tls.fetch_server_certificate("127.0.0.1", free_port(), 5.0)
+
+    asyncio.run(main())
 
 
 # --------------------------------------------------------------------------- prepare
@@ -365,6 +428,18 @@ def test_prepare_with_auto_tls_on_both_sides(tmp_path: Path) -> None:
     # As in etcd, the generated TLSInfo replaces the flags' one: no client cert auth.
     assert not prepared.client.info.requires_client_cert and not prepared.client_cert_auth
     assert tls.prepare(config) == prepared  # the same files are reused
+
+
+def test_peer_auto_tls_drops_peer_client_cert_auth_as_etcd_does(tmp_path: Path) -> None:
+    """etcd 3.4 logs "client-cert-auth = false" for --peer-auto-tls --peer-client-cert-auth:
+    the generated TLS info replaces the flags' one, so peers are not asked for client
+    certificates (every one would be self-signed, and refused), and the CA is not read."""
+    config = _config(tmp_path, "--peer-auto-tls", "--peer-client-cert-auth", "--peer-trusted-ca-file", "/nonexistent")
+    prepared = tls.prepare(config)
+    assert prepared.peer is not None
+    peer = tmp_path / "data" / "fixtures" / "peer"
+    assert prepared.peer.info == TLSInfo(str(peer / "cert.pem"), str(peer / "key.pem"), self_signed=True)
+    assert not prepared.peer.info.requires_client_cert and prepared.peer.trusted_ca is None
 
 
 def test_prepare_prefers_given_certificates_over_auto_tls(pki: PKI, tmp_path: Path) -> None:
