@@ -278,7 +278,12 @@ def _peer_listener(
     runtime.transport = transport
     transport.is_removed = lambda member_id: member_id in runtime.status.removed
     transport.on_removed = runtime.removed_by_peer
-    server = grpc.aio.server(options=[*PEER_SERVER_OPTIONS, ("grpc.so_reuseport", 0)])
+    # --peer-crl-file: a peer presenting a revoked certificate is refused on every call.
+    revocation: list[grpc.aio.ServerInterceptor] = (  # type: ignore[type-arg]
+        [tls.RevocationCheck(tls.RevocationList(peer_tls.info.crl_file))]
+        if peer_tls is not None and peer_tls.info.crl_file else []
+    )
+    server = grpc.aio.server(interceptors=revocation, options=[*PEER_SERVER_OPTIONS, ("grpc.so_reuseport", 0)])
     transport.add_servicer(server)
     add_MembershipServicer_to_server(
         MembershipServicer(runtime.config.cluster_id, lambda: runtime.status.members), server

@@ -38,6 +38,7 @@ class Node:
     process: ServerProcess | None = None
     client_scheme: str = "http"
     peer_scheme: str = "http"
+    extra: tuple[str, ...] = ()  # this member's own flags, after the cluster's
 
     @property
     def endpoint(self) -> str:
@@ -89,6 +90,7 @@ class Cluster:
             "--initial-cluster-state", state,
             "--initial-cluster-token", self.token,
             *self.extra,
+            *node.extra,
         ]
 
     def start(self, node: Node, state: str = "new", wait: bool = True) -> ServerProcess:
