@@ -4,6 +4,7 @@ flags in `extra` and the clients' `credentials`). Members are stopped by their o
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import grpc
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from rusd.storage.lmdb import LmdbStore
 from tests.servers import ETCD, ServerProcess, free_port
 
 
@@ -184,3 +186,17 @@ def get(endpoint: str, key: bytes, serializable: bool = False, prefix: bool = Fa
 def hash_kv(endpoint: str) -> int:
     with grpc.insecure_channel(endpoint) as ch:
         return int(pb_grpc.MaintenanceStub(ch).HashKV(pb.HashKVRequest(), timeout=10).hash)
+
+
+def change_behind_its_back(data_dir: Path, key: bytes, value: bytes) -> None:
+    """Change a stopped rusd member's value of `key` on disk, outside Raft (its data now
+    differs from its peers': what the corruption checks must find)."""
+    store = LmdbStore(str(data_dir / "member" / "rusd"), map_size=1 << 30)
+    try:
+        kv = store.snapshot().get(key)
+        assert kv is not None
+        batch = store.begin()
+        batch.write(0, dataclasses.replace(kv, value=value))
+        batch.commit()
+    finally:
+        store.close()

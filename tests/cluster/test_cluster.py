@@ -5,7 +5,6 @@ transfer, and a five-member cluster losing two members."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 import sys
@@ -19,8 +18,7 @@ import pytest
 
 from rusd.api.etcdserverpb import rpc_pb2 as pb
 from rusd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
-from rusd.storage.lmdb import LmdbStore
-from tests.cluster.harness import Cluster, get, hash_kv, put
+from tests.cluster.harness import Cluster, change_behind_its_back, get, hash_kv, put
 from tests.servers import etcdctl
 
 
@@ -399,15 +397,7 @@ def test_initial_corrupt_check_refuses_a_member_whose_data_diverged(cluster: Clu
     assert m3.process is not None
     m3.process.stop()
     # the same member with one value changed on disk behind rusd's back refuses to start
-    store = LmdbStore(str(m3.process.data_dir / "member" / "rusd"), map_size=1 << 30)
-    try:
-        kv = store.snapshot().get(b"c2")
-        assert kv is not None
-        batch = store.begin()
-        batch.write(0, dataclasses.replace(kv, value=b"evil"))
-        batch.commit()
-    finally:
-        store.close()
+    change_behind_its_back(m3.process.data_dir, b"c2", b"evil")
     m3.process = None
     process = cluster.start(m3, wait=False)
     assert process.proc is not None
@@ -426,15 +416,7 @@ def test_periodic_corrupt_check_raises_the_corrupt_alarm_and_writes_stop(tmp_pat
         victim = next(n for n in c.nodes.values() if n is not leader)
         assert victim.process is not None
         victim.process.stop()
-        store = LmdbStore(str(victim.process.data_dir / "member" / "rusd"), map_size=1 << 30)
-        try:
-            kv = store.snapshot().get(b"c2")
-            assert kv is not None
-            batch = store.begin()
-            batch.write(0, dataclasses.replace(kv, value=b"evil"))
-            batch.commit()
-        finally:
-            store.close()
+        change_behind_its_back(victim.process.data_dir, b"c2", b"evil")
         c.start(victim)
         victim_id = _id_of(c, victim.name)
         deadline = time.monotonic() + 30

@@ -5,7 +5,6 @@ over the peer listener, so it works whatever the client URLs are."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 from collections.abc import Iterator
@@ -13,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rusd.storage.lmdb import LmdbStore
 from tests.certs import PKI, channel_credentials, make_pki
-from tests.cluster.harness import Cluster, Node
+from tests.cluster.harness import Cluster, Node, change_behind_its_back
 from tests.servers import etcdctl
 
 
@@ -95,15 +93,7 @@ def test_initial_corrupt_check_compares_hashes_with_peers_over_peer_tls(
     assert m3.process is not None
     m3.process.stop()
     # m3 with one value changed on disk behind rusd's back: its peers' hashes differ
-    store = LmdbStore(str(m3.process.data_dir / "member" / "rusd"), map_size=1 << 30)
-    try:
-        kv = store.snapshot().get(b"c2")
-        assert kv is not None
-        batch = store.begin()
-        batch.write(0, dataclasses.replace(kv, value=b"evil"))
-        batch.commit()
-    finally:
-        store.close()
+    change_behind_its_back(m3.process.data_dir, b"c2", b"evil")
     c.extra = (*c.extra, "--experimental-initial-corrupt-check")
     m3.process = None
     process = c.start(m3, wait=False)
