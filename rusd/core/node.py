@@ -619,9 +619,14 @@ class Member:
         self._reads_new.append(_Waiter(req_id, self._ticks + self.config.request_timeout_ticks))
 
     def local(self, req_id: int, req: LocalRequest, now: float) -> None:
-        """A lease request the leader answers alone (no log entry); the answer comes
-        in the next Ready's responses. A follower answers "not leader" (the driver
-        forwards such requests to the leader, as etcd's lease HTTP handler does)."""
+        """A lease request answered without a log entry; the answer comes in the next
+        Ready's responses. Every member knows every lease (grants and revokes are applied
+        everywhere), so any member lists them (etcd's LeaseLeases reads the local lessor);
+        keepalive and time-to-live are the leader's: a follower answers "not leader" (the
+        driver forwards such requests to the leader, as etcd's lease HTTP handler does)."""
+        if isinstance(req, LeaseLeasesRequest):
+            self._responses.append((req_id, LeaseLeasesResponse(tuple(self.lessor.leases()))))
+            return
         if not self.is_leader:
             self._responses.append((req_id, EtcdError(self._no_leader_error())))
             return

@@ -1,7 +1,8 @@
 """What members ask each other besides Raft, served on the peer listener next to it:
 
 - `Lease`: the leader answers the lease requests its followers took from clients
-  (KeepAlive, TimeToLive, Leases; etcd's peer endpoints /leases and /leases/internal).
+  (KeepAlive, TimeToLive; etcd's peer endpoints /leases and /leases/internal; any
+  member lists leases itself).
   A member that does not lead refuses with FAILED_PRECONDITION "not a primary lessor"
   (etcd's lease.ErrNotPrimary) instead of forwarding again, so a stale view of who
   leads never bounces a request between followers;
@@ -77,10 +78,6 @@ class LeaseServicer(pb_grpc.LeaseServicer):
         req = lt.LeaseTimeToLiveRequest(request.id, request.keys)
         r = await self._answer(req, lt.LeaseTimeToLiveResponse, context)
         return pb.LeaseTimeToLiveResponse(id=r.id, ttl=r.ttl, granted_ttl=r.granted_ttl, keys=list(r.keys))
-
-    async def Leases(self, request: pb.LeaseLeasesRequest, context: Context) -> pb.LeaseLeasesResponse:
-        r = await self._answer(lt.LeaseLeasesRequest(), lt.LeaseLeasesResponse, context)
-        return pb.LeaseLeasesResponse(ids=list(r.ids))
 
 
 class MaintenanceServicer(pb_grpc.MaintenanceServicer):

@@ -36,6 +36,7 @@ from rusd.core import errors
 from rusd.core.auth.types import AuthEffect
 from rusd.core.cluster import MemberInfo
 from rusd.core.errors import EtcdError
+from rusd.core.lease.types import LeaseLeasesRequest
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc.types import Event, RangeRequest, TxnRequest
 from rusd.core.node import (
@@ -197,11 +198,11 @@ class Runtime:
         return result
 
     async def local(self, req: LocalRequest) -> Result:
-        """A leader-local lease request (keepalive, time-to-live, list): answered by the
-        Member in the writer thread, without a log entry; a follower forwards it to the
-        leader over the peer transport."""
+        """A lease request answered without a log entry by the Member in the writer
+        thread: any member lists leases; keepalive and time-to-live are the leader's, and
+        a follower forwards them over the peer transport."""
         result = await self.answer_forwarded(req)
-        if not _leaderless(result):
+        if isinstance(req, LeaseLeasesRequest) or not _leaderless(result):
             return result
         # etcd's LeaseRenew: wait for a leader and retry the forward (every 50 ms) for up
         # to its request timeout, so an election delays keepalives instead of failing them.

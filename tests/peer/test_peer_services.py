@@ -50,7 +50,7 @@ class Lessor:
             if req.id != 0x10:
                 return lt.LeaseTimeToLiveResponse(req.id, -1)
             return lt.LeaseTimeToLiveResponse(req.id, 25, 30, (b"k",) if req.keys else ())
-        return lt.LeaseLeasesResponse((0x10,))
+        raise AssertionError(f"{req} is never forwarded: any member lists leases itself")
 
 
 def backend(*values: bytes) -> MemoryBackend:
@@ -117,7 +117,6 @@ def test_lease_requests_are_answered_by_the_leader_unchanged(tmp_path: Path) -> 
         assert await forward(lt.LeaseTimeToLiveRequest(0x99), info, t) == lt.LeaseTimeToLiveResponse(0x99, -1)
         got = await forward(lt.LeaseTimeToLiveRequest(0x10, keys=True), info, t)
         assert got == lt.LeaseTimeToLiveResponse(0x10, 25, 30, (b"k",))
-        assert await forward(lt.LeaseLeasesRequest(), info, t) == lt.LeaseLeasesResponse((0x10,))
 
     run_pair(tmp_path, body)
 
@@ -136,8 +135,8 @@ def test_a_member_that_no_longer_leads_refuses_and_the_follower_answers_no_leade
         assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
         assert refused.value.details() == peer_services.NOT_PRIMARY
         # nobody known to lead, or no transport: "no leader" without asking anyone
-        assert await forward(lt.LeaseLeasesRequest(), None, follower.t) == EtcdError(errors.NO_LEADER)
-        assert await forward(lt.LeaseLeasesRequest(), info, None) == EtcdError(errors.NO_LEADER)
+        assert await forward(lt.LeaseTimeToLiveRequest(0x10), None, follower.t) == EtcdError(errors.NO_LEADER)
+        assert await forward(lt.LeaseTimeToLiveRequest(0x10), info, None) == EtcdError(errors.NO_LEADER)
         assert len(lessor.asked) == 2
 
     run_pair(tmp_path, body, lessor)
@@ -190,7 +189,6 @@ def test_peer_calls_from_another_cluster_are_refused(tmp_path: Path) -> None:
             calls = [
                 pb_grpc.LeaseStub(ch).Renew(pb.LeaseRenewRequest(id=0x10), metadata=foreign),
                 pb_grpc.LeaseStub(ch).TimeToLive(pb.LeaseTimeToLiveRequest(id=0x10), metadata=foreign),
-                pb_grpc.LeaseStub(ch).Leases(pb.LeaseLeasesRequest(), metadata=foreign),
                 pb_grpc.MaintenanceStub(ch).HashKV(pb.HashKVRequest(), metadata=foreign),
                 pb_grpc.MaintenanceStub(ch).HashKV(pb.HashKVRequest()),  # no metadata at all
             ]

@@ -21,6 +21,8 @@ from rusd.core.lease.types import (
     LeaseGrantResponse,
     LeaseKeepAliveRequest,
     LeaseKeepAliveResponse,
+    LeaseLeasesRequest,
+    LeaseLeasesResponse,
 )
 from rusd.core.mvcc import store
 from rusd.core.mvcc.types import PutRequest, PutResponse, RangeRequest, RangeResponse
@@ -301,8 +303,11 @@ def test_only_the_leader_expires_leases_and_a_new_leader_restarts_their_ttl() ->
     assert isinstance(granted, LeaseGrantResponse)
     # followers know the lease but do not expire it, and refuse keepalives
     peers.members[2].local(2, LeaseKeepAliveRequest(granted.id), peers.now)
+    # ... but list them, as etcd's LeaseLeases reads the local lessor on any member
+    peers.members[3].local(3, LeaseLeasesRequest(), peers.now)
     peers.run()
     assert peers.answers[2] == [(2, EtcdError(errors.NOT_LEADER))]
+    assert peers.answers[3] == [(3, LeaseLeasesResponse((granted.id,)))]
     # leadership moves to 2 at 4 s: the lease lives a full TTL (+ an election timeout) from then
     peers.tick(40)
     assert all(m.lessor.exists(granted.id) for m in peers.members.values())

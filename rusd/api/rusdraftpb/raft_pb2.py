@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rusdraftpb/raft.proto\x12\nrusdraftpb\"W\n\x05\x45ntry\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.rusdraftpb.EntryType\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"Z\n\x10SnapshotMetadata\x12)\n\nconf_state\x18\x01 \x01(\x0b\x32\x15.rusdraftpb.ConfState\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\"H\n\x08Snapshot\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12.\n\x08metadata\x18\x02 \x01(\x0b\x32\x1c.rusdraftpb.SnapshotMetadata\"\x8b\x02\n\x07Message\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.rusdraftpb.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\"\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x11.rusdraftpb.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12&\n\x08snapshot\x18\t \x01(\x0b\x32\x14.rusdraftpb.Snapshot\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"5\n\x0cMessageBatch\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.rusdraftpb.Message\"\x0e\n\x0cSendResponse\"g\n\rSnapshotChunk\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.rusdraftpb.Message\x12\x12\n\nimage_size\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\"\x12\n\x10SnapshotResponse\"\x10\n\x0eMembersRequest\"^\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tpeer_urls\x18\x03 \x03(\t\x12\x13\n\x0b\x63lient_urls\x18\x04 \x03(\t\x12\x12\n\nis_learner\x18\x05 \x01(\x08\"J\n\x0fMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12#\n\x07members\x18\x02 \x03(\x0b\x32\x12.rusdraftpb.Member\"\x1f\n\x11LeaseRenewRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"-\n\x12LeaseRenewResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\"2\n\x16LeaseTimeToLiveRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04keys\x18\x02 \x01(\x08\"U\n\x17LeaseTimeToLiveResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x03 \x01(\x03\x12\x0c\n\x04keys\x18\x04 \x03(\x0c\"\x14\n\x12LeaseLeasesRequest\"\"\n\x13LeaseLeasesResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"!\n\rHashKVRequest\x12\x10\n\x08revision\x18\x01 \x01(\x03\"a\n\x0eHashKVResponse\x12\x0c\n\x04hash\x18\x01 \x01(\r\x12\x18\n\x10\x63ompact_revision\x18\x02 \x01(\x03\x12\x15\n\rhash_revision\x18\x03 \x01(\x03\x12\x10\n\x08revision\x18\x04 \x01(\x03*1\n\tEntryType\x12\x0f\n\x0b\x45ntryNormal\x10\x00\x12\x13\n\x0f\x45ntryConfChange\x10\x01*\xd3\x02\n\x0bMessageType\x12\n\n\x06MsgHup\x10\x00\x12\x0b\n\x07MsgBeat\x10\x01\x12\x0b\n\x07MsgProp\x10\x02\x12\n\n\x06MsgApp\x10\x03\x12\x0e\n\nMsgAppResp\x10\x04\x12\x0b\n\x07MsgVote\x10\x05\x12\x0f\n\x0bMsgVoteResp\x10\x06\x12\x0b\n\x07MsgSnap\x10\x07\x12\x10\n\x0cMsgHeartbeat\x10\x08\x12\x14\n\x10MsgHeartbeatResp\x10\t\x12\x12\n\x0eMsgUnreachable\x10\n\x12\x11\n\rMsgSnapStatus\x10\x0b\x12\x12\n\x0eMsgCheckQuorum\x10\x0c\x12\x15\n\x11MsgTransferLeader\x10\r\x12\x11\n\rMsgTimeoutNow\x10\x0e\x12\x10\n\x0cMsgReadIndex\x10\x0f\x12\x14\n\x10MsgReadIndexResp\x10\x10\x12\x0e\n\nMsgPreVote\x10\x11\x12\x12\n\x0eMsgPreVoteResp\x10\x12\x32\x8f\x01\n\x04Raft\x12<\n\x04Send\x12\x18.rusdraftpb.MessageBatch\x1a\x18.rusdraftpb.SendResponse(\x01\x12I\n\x0cSendSnapshot\x12\x19.rusdraftpb.SnapshotChunk\x1a\x1c.rusdraftpb.SnapshotResponse(\x01\x32P\n\nMembership\x12\x42\n\x07Members\x12\x1a.rusdraftpb.MembersRequest\x1a\x1b.rusdraftpb.MembersResponse2\xf1\x01\n\x05Lease\x12\x46\n\x05Renew\x12\x1d.rusdraftpb.LeaseRenewRequest\x1a\x1e.rusdraftpb.LeaseRenewResponse\x12U\n\nTimeToLive\x12\".rusdraftpb.LeaseTimeToLiveRequest\x1a#.rusdraftpb.LeaseTimeToLiveResponse\x12I\n\x06Leases\x12\x1e.rusdraftpb.LeaseLeasesRequest\x1a\x1f.rusdraftpb.LeaseLeasesResponse2N\n\x0bMaintenance\x12?\n\x06HashKV\x12\x19.rusdraftpb.HashKVRequest\x1a\x1a.rusdraftpb.HashKVResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rusdraftpb/raft.proto\x12\nrusdraftpb\"W\n\x05\x45ntry\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.rusdraftpb.EntryType\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"Z\n\x10SnapshotMetadata\x12)\n\nconf_state\x18\x01 \x01(\x0b\x32\x15.rusdraftpb.ConfState\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\"H\n\x08Snapshot\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12.\n\x08metadata\x18\x02 \x01(\x0b\x32\x1c.rusdraftpb.SnapshotMetadata\"\x8b\x02\n\x07Message\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.rusdraftpb.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\"\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x11.rusdraftpb.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12&\n\x08snapshot\x18\t \x01(\x0b\x32\x14.rusdraftpb.Snapshot\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"5\n\x0cMessageBatch\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.rusdraftpb.Message\"\x0e\n\x0cSendResponse\"g\n\rSnapshotChunk\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.rusdraftpb.Message\x12\x12\n\nimage_size\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\"\x12\n\x10SnapshotResponse\"\x10\n\x0eMembersRequest\"^\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tpeer_urls\x18\x03 \x03(\t\x12\x13\n\x0b\x63lient_urls\x18\x04 \x03(\t\x12\x12\n\nis_learner\x18\x05 \x01(\x08\"J\n\x0fMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12#\n\x07members\x18\x02 \x03(\x0b\x32\x12.rusdraftpb.Member\"\x1f\n\x11LeaseRenewRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"-\n\x12LeaseRenewResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\"2\n\x16LeaseTimeToLiveRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04keys\x18\x02 \x01(\x08\"U\n\x17LeaseTimeToLiveResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x03 \x01(\x03\x12\x0c\n\x04keys\x18\x04 \x03(\x0c\"!\n\rHashKVRequest\x12\x10\n\x08revision\x18\x01 \x01(\x03\"a\n\x0eHashKVResponse\x12\x0c\n\x04hash\x18\x01 \x01(\r\x12\x18\n\x10\x63ompact_revision\x18\x02 \x01(\x03\x12\x15\n\rhash_revision\x18\x03 \x01(\x03\x12\x10\n\x08revision\x18\x04 \x01(\x03*1\n\tEntryType\x12\x0f\n\x0b\x45ntryNormal\x10\x00\x12\x13\n\x0f\x45ntryConfChange\x10\x01*\xd3\x02\n\x0bMessageType\x12\n\n\x06MsgHup\x10\x00\x12\x0b\n\x07MsgBeat\x10\x01\x12\x0b\n\x07MsgProp\x10\x02\x12\n\n\x06MsgApp\x10\x03\x12\x0e\n\nMsgAppResp\x10\x04\x12\x0b\n\x07MsgVote\x10\x05\x12\x0f\n\x0bMsgVoteResp\x10\x06\x12\x0b\n\x07MsgSnap\x10\x07\x12\x10\n\x0cMsgHeartbeat\x10\x08\x12\x14\n\x10MsgHeartbeatResp\x10\t\x12\x12\n\x0eMsgUnreachable\x10\n\x12\x11\n\rMsgSnapStatus\x10\x0b\x12\x12\n\x0eMsgCheckQuorum\x10\x0c\x12\x15\n\x11MsgTransferLeader\x10\r\x12\x11\n\rMsgTimeoutNow\x10\x0e\x12\x10\n\x0cMsgReadIndex\x10\x0f\x12\x14\n\x10MsgReadIndexResp\x10\x10\x12\x0e\n\nMsgPreVote\x10\x11\x12\x12\n\x0eMsgPreVoteResp\x10\x12\x32\x8f\x01\n\x04Raft\x12<\n\x04Send\x12\x18.rusdraftpb.MessageBatch\x1a\x18.rusdraftpb.SendResponse(\x01\x12I\n\x0cSendSnapshot\x12\x19.rusdraftpb.SnapshotChunk\x1a\x1c.rusdraftpb.SnapshotResponse(\x01\x32P\n\nMembership\x12\x42\n\x07Members\x12\x1a.rusdraftpb.MembersRequest\x1a\x1b.rusdraftpb.MembersResponse2\xa6\x01\n\x05Lease\x12\x46\n\x05Renew\x12\x1d.rusdraftpb.LeaseRenewRequest\x1a\x1e.rusdraftpb.LeaseRenewResponse\x12U\n\nTimeToLive\x12\".rusdraftpb.LeaseTimeToLiveRequest\x1a#.rusdraftpb.LeaseTimeToLiveResponse2N\n\x0bMaintenance\x12?\n\x06HashKV\x12\x19.rusdraftpb.HashKVRequest\x1a\x1a.rusdraftpb.HashKVResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rusdraftpb.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYTYPE']._serialized_start=1406
-  _globals['_ENTRYTYPE']._serialized_end=1455
-  _globals['_MESSAGETYPE']._serialized_start=1458
-  _globals['_MESSAGETYPE']._serialized_end=1797
+  _globals['_ENTRYTYPE']._serialized_start=1348
+  _globals['_ENTRYTYPE']._serialized_end=1397
+  _globals['_MESSAGETYPE']._serialized_start=1400
+  _globals['_MESSAGETYPE']._serialized_end=1739
   _globals['_ENTRY']._serialized_start=37
   _globals['_ENTRY']._serialized_end=124
   _globals['_CONFSTATE']._serialized_start=126
@@ -67,20 +67,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEASETIMETOLIVEREQUEST']._serialized_end=1125
   _globals['_LEASETIMETOLIVERESPONSE']._serialized_start=1127
   _globals['_LEASETIMETOLIVERESPONSE']._serialized_end=1212
-  _globals['_LEASELEASESREQUEST']._serialized_start=1214
-  _globals['_LEASELEASESREQUEST']._serialized_end=1234
-  _globals['_LEASELEASESRESPONSE']._serialized_start=1236
-  _globals['_LEASELEASESRESPONSE']._serialized_end=1270
-  _globals['_HASHKVREQUEST']._serialized_start=1272
-  _globals['_HASHKVREQUEST']._serialized_end=1305
-  _globals['_HASHKVRESPONSE']._serialized_start=1307
-  _globals['_HASHKVRESPONSE']._serialized_end=1404
-  _globals['_RAFT']._serialized_start=1800
-  _globals['_RAFT']._serialized_end=1943
-  _globals['_MEMBERSHIP']._serialized_start=1945
-  _globals['_MEMBERSHIP']._serialized_end=2025
-  _globals['_LEASE']._serialized_start=2028
-  _globals['_LEASE']._serialized_end=2269
-  _globals['_MAINTENANCE']._serialized_start=2271
-  _globals['_MAINTENANCE']._serialized_end=2349
+  _globals['_HASHKVREQUEST']._serialized_start=1214
+  _globals['_HASHKVREQUEST']._serialized_end=1247
+  _globals['_HASHKVRESPONSE']._serialized_start=1249
+  _globals['_HASHKVRESPONSE']._serialized_end=1346
+  _globals['_RAFT']._serialized_start=1742
+  _globals['_RAFT']._serialized_end=1885
+  _globals['_MEMBERSHIP']._serialized_start=1887
+  _globals['_MEMBERSHIP']._serialized_end=1967
+  _globals['_LEASE']._serialized_start=1970
+  _globals['_LEASE']._serialized_end=2136
+  _globals['_MAINTENANCE']._serialized_start=2138
+  _globals['_MAINTENANCE']._serialized_end=2216
 # @@protoc_insertion_point(module_scope)

@@ -206,16 +206,6 @@ class LeaseTimeToLiveResponse(_message.Message):
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, id: _Optional[int] = ..., ttl: _Optional[int] = ..., granted_ttl: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
-class LeaseLeasesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
-class LeaseLeasesResponse(_message.Message):
-    __slots__ = ("ids",)
-    IDS_FIELD_NUMBER: _ClassVar[int]
-    ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
-
 class HashKVRequest(_message.Message):
     __slots__ = ("revision",)
     REVISION_FIELD_NUMBER: _ClassVar[int]

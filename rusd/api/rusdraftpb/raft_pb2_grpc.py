@@ -242,11 +242,6 @@ class LeaseStub:
                 request_serializer=rusdraftpb_dot_raft__pb2.LeaseTimeToLiveRequest.SerializeToString,
                 response_deserializer=rusdraftpb_dot_raft__pb2.LeaseTimeToLiveResponse.FromString,
                 _registered_method=True)
-        self.Leases = channel.unary_unary(
-                '/rusdraftpb.Lease/Leases',
-                request_serializer=rusdraftpb_dot_raft__pb2.LeaseLeasesRequest.SerializeToString,
-                response_deserializer=rusdraftpb_dot_raft__pb2.LeaseLeasesResponse.FromString,
-                _registered_method=True)
 
 
 class LeaseServicer:
@@ -264,12 +259,6 @@ class LeaseServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Leases(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_LeaseServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,11 +271,6 @@ def add_LeaseServicer_to_server(servicer, server):
                     servicer.TimeToLive,
                     request_deserializer=rusdraftpb_dot_raft__pb2.LeaseTimeToLiveRequest.FromString,
                     response_serializer=rusdraftpb_dot_raft__pb2.LeaseTimeToLiveResponse.SerializeToString,
-            ),
-            'Leases': grpc.unary_unary_rpc_method_handler(
-                    servicer.Leases,
-                    request_deserializer=rusdraftpb_dot_raft__pb2.LeaseLeasesRequest.FromString,
-                    response_serializer=rusdraftpb_dot_raft__pb2.LeaseLeasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -343,33 +327,6 @@ class Lease:
             '/rusdraftpb.Lease/TimeToLive',
             rusdraftpb_dot_raft__pb2.LeaseTimeToLiveRequest.SerializeToString,
             rusdraftpb_dot_raft__pb2.LeaseTimeToLiveResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Leases(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/rusdraftpb.Lease/Leases',
-            rusdraftpb_dot_raft__pb2.LeaseLeasesRequest.SerializeToString,
-            rusdraftpb_dot_raft__pb2.LeaseLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,
