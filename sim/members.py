@@ -566,15 +566,19 @@ class MemberCluster:
                 and all(m is not None for m in self.members.values()))
 
     def _agreed(self) -> bool:
-        """Every member follows one leader in that leader's term, and the leader has
-        committed an entry of its term (so it serves ReadIndex): whatever election the
-        last fault caused is over, and no member or message in flight has a higher term."""
+        """Every member follows one leader in that leader's term, the leader has committed
+        an entry of its term (so it serves ReadIndex), and it has heard from every member
+        since its last quorum check (else CheckQuorum may still depose it for the silence
+        of a partition that just healed, as etcd-raft does): whatever election the last
+        fault caused is over, and no member or message in flight has a higher term."""
         members = [m for m in self.members.values() if m is not None]
         lead = members[0].leader
         leader = self.members.get(lead)
         if leader is None or not leader.is_leader:
             return False
         if any(m.term != leader.term or m.leader != lead for m in members):
+            return False
+        if not all(pr.recent_active for pr in leader.raw.raft.tracker.progress.values()):
             return False
         log = leader.raw.raft.log
         return log.term(log.committed) == leader.term
