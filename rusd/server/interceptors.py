@@ -152,8 +152,19 @@ class LeaderChecks(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await queue.put(("done", None))
 
         task = asyncio.ensure_future(pump())
+        rpc = asyncio.current_task()
+        stopping: list[bool] = []  # set once this side ends the handler
+
+        def cancelled_elsewhere(done: asyncio.Future[None]) -> None:
+            # The handler was cancelled by something else than this stream: so is the RPC
+            # (else it would wait forever for a response the handler will never give).
+            if done.cancelled() and not stopping and rpc is not None:
+                rpc.cancel()
+
+        task.add_done_callback(cancelled_elsewhere)
 
         def end() -> None:
+            stopping.append(True)
             task.cancel()
             while not queue.empty():
                 queue.get_nowait()
@@ -172,6 +183,7 @@ class LeaderChecks(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 else:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, NO_LEADER)
         finally:
+            stopping.append(True)
             self._leader_streams.discard(end)
             task.cancel()
 
