@@ -136,9 +136,9 @@ async def check_call(context: grpc.aio.ServicerContext[Any, Any], cluster_id: in
     md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
     if md.get(MD_CLUSTER) != f"{cluster_id:x}":
         log.warning("refused a call from peer %s: cluster ID mismatch (%s)", md.get(MD_FROM), md.get(MD_CLUSTER))
-        await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_MISMATCH)
+        await abort_call(context, grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_MISMATCH)
     if md.get(MD_TO) != f"{member_id:x}":
-        await _abort(
+        await abort_call(
             context,
             grpc.StatusCode.FAILED_PRECONDITION,
             f"member ID mismatch: sent to {md.get(MD_TO)}, this is {member_id:x}",
@@ -632,7 +632,7 @@ class _Servicer(pb_grpc.RaftServicer):
         """Refuse calls from another cluster, meant for another member, or from a member
         the cluster removed (which then stops, as etcd's does on 410 Gone)."""
         if self.t._closed:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the peer transport is closed")
+            await abort_call(context, grpc.StatusCode.UNAVAILABLE, "the peer transport is closed")
         await check_call(context, self.t.cluster_id, self.t.member_id)
         sender = next((v for k, v in context.invocation_metadata() or () if k == MD_FROM), None)
         try:
@@ -641,7 +641,7 @@ class _Servicer(pb_grpc.RaftServicer):
             removed = False
         if removed:
             log.warning("refused a stream from removed member %s", sender)
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, MEMBER_REMOVED)
+            await abort_call(context, grpc.StatusCode.FAILED_PRECONDITION, MEMBER_REMOVED)
 
     def _refusal(self, p: pb.Message) -> tuple[grpc.StatusCode, str] | Message:
         """The message, or why it is refused (a plain function: it runs for every message)."""
@@ -661,7 +661,7 @@ class _Servicer(pb_grpc.RaftServicer):
     async def _decode(self, context: grpc.aio.ServicerContext[Any, Any], p: pb.Message) -> Message:
         got = self._refusal(p)
         if not isinstance(got, Message):
-            await _abort(context, *got)
+            await abort_call(context, *got)
         return got
 
     async def Send(
@@ -671,12 +671,12 @@ class _Servicer(pb_grpc.RaftServicer):
         await context.send_initial_metadata(((MD_ACCEPTED, "1"),))
         async for batch in request_iterator:
             if self.t._closed:
-                await _abort(context, grpc.StatusCode.UNAVAILABLE, "the peer transport is closed")
+                await abort_call(context, grpc.StatusCode.UNAVAILABLE, "the peer transport is closed")
             messages: list[Message] = []
             for p in batch.messages:
                 got = self._refusal(p)
                 if not isinstance(got, Message):
-                    await _abort(context, *got)
+                    await abort_call(context, *got)
                 messages.append(got)
             if messages:
                 self.t.on_messages(messages)
@@ -689,10 +689,10 @@ class _Servicer(pb_grpc.RaftServicer):
         chunks = aiter(request_iterator)
         first = await anext(chunks, None)
         if first is None or not first.HasField("message"):
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a snapshot stream starts with its MsgSnap")
+            await abort_call(context, grpc.StatusCode.INVALID_ARGUMENT, "a snapshot stream starts with its MsgSnap")
         message = await self._decode(context, first.message)
         if message.type is not MessageType.SNAP or message.snapshot is None:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"expected MsgSnap, got {message.type.value}")
+            await abort_call(context, grpc.StatusCode.INVALID_ARGUMENT, f"expected MsgSnap, got {message.type.value}")
         index = message.snapshot.metadata.index
         fd, name = tempfile.mkstemp(dir=self.t.snapshot_dir, prefix=f"{index:016x}-", suffix=f".snap{_PART}")
         part = Path(name)
@@ -708,13 +708,13 @@ class _Servicer(pb_grpc.RaftServicer):
                 received += len(first.data)
             async for chunk in chunks:
                 if checksum:
-                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "snapshot data after its checksum")
+                    await abort_call(context, grpc.StatusCode.INVALID_ARGUMENT, "snapshot data after its checksum")
                 if chunk.data:
                     await asyncio.to_thread(_write_hashed, f, chunk.data, digest)
                     received += len(chunk.data)
                 checksum = chunk.sha256
             if received != first.image_size or checksum != digest.digest():
-                await _abort(
+                await abort_call(
                     context,
                     grpc.StatusCode.DATA_LOSS,
                     f"snapshot image damaged: {received} of {first.image_size} bytes, "
@@ -729,7 +729,7 @@ class _Servicer(pb_grpc.RaftServicer):
                 log.exception("installing the snapshot from peer %x failed", message.from_)
                 with contextlib.suppress(FileNotFoundError):
                     final.unlink()
-                await _abort(context, grpc.StatusCode.INTERNAL, f"snapshot not installed: {exc}")
+                await abort_call(context, grpc.StatusCode.INTERNAL, f"snapshot not installed: {exc}")
         finally:
             if not handed_on:
                 f.close()
@@ -738,6 +738,7 @@ class _Servicer(pb_grpc.RaftServicer):
         return pb.SnapshotResponse()
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> NoReturn:
+async def abort_call(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> NoReturn:
+    """End a peer call with a status (typed NoReturn, which context.abort is not)."""
     await context.abort(code, details)
     raise AssertionError("unreachable")

@@ -18,7 +18,7 @@ the Raft streams. The callers are `forward.py` and `corrupt.py`, through
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -31,24 +31,14 @@ from rusd.core.mvcc import hashing
 from rusd.core.mvcc import store as mvcc
 from rusd.core.mvcc.backend import KVReader
 from rusd.core.node import LocalRequest, Result
-from rusd.server.peer import check_call
+from rusd.server.base import abort
+from rusd.server.peer import abort_call, check_call
 
 # etcd's lease.ErrNotPrimary: the addressee does not lead (any more).
 NOT_PRIMARY = "not a primary lessor"
 
-_STATUS = {code.value[0]: code for code in grpc.StatusCode}
-
 R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
-    await context.abort(code, details)
-    raise AssertionError("unreachable")
-
-
-async def _abort_etcd(context: Context, err: EtcdError) -> NoReturn:
-    await _abort(context, _STATUS[int(err.code)], err.message)
 
 
 class LeaseServicer(pb_grpc.LeaseServicer):
@@ -64,10 +54,10 @@ class LeaseServicer(pb_grpc.LeaseServicer):
         result = await self.answer(req)
         if isinstance(result, EtcdError):
             if result.kind in (errors.NOT_LEADER, errors.NO_LEADER):
-                await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, NOT_PRIMARY)
-            await _abort_etcd(context, result)
+                await abort_call(context, grpc.StatusCode.FAILED_PRECONDITION, NOT_PRIMARY)
+            await abort(context, result)
         if not isinstance(result, want):
-            await _abort(context, grpc.StatusCode.INTERNAL, f"unexpected answer {type(result).__name__}")
+            await abort_call(context, grpc.StatusCode.INTERNAL, f"unexpected answer {type(result).__name__}")
         return result
 
     async def Renew(self, request: pb.LeaseRenewRequest, context: Context) -> pb.LeaseRenewResponse:
@@ -94,7 +84,7 @@ class MaintenanceServicer(pb_grpc.MaintenanceServicer):
             view = await self.snapshot()
             crc, compacted, rev = hashing.hash_kv(view, request.revision)
         except EtcdError as e:  # compacted / future revision, or stopping
-            await _abort_etcd(context, e)
+            await abort(context, e)
         return pb.HashKVResponse(
             hash=crc, compact_revision=compacted, hash_revision=rev, revision=mvcc.current_revision(view)
         )
